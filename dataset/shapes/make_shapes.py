@@ -1,0 +1,30 @@
+"""Generate the synthetic shapes detection set (VOC and COCO layouts) next to this script.
+
+Example: python dataset/shapes/make_shapes.py --train 600 --val 120
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # ppdet is not installed
+
+from ppdet.data.shapes import IMAGE_SIZE, make_shapes  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent),
+                        help="output folder; its voc/ and coco/ are replaced")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=int, default=600, help="number of training images")
+    parser.add_argument("--val", type=int, default=120, help="number of validation images")
+    args = parser.parse_args(argv)
+    start = time.time()
+    out = make_shapes(args.out, args.seed, args.train, args.val)
+    print(f"wrote {args.train} train + {args.val} val images ({IMAGE_SIZE}x{IMAGE_SIZE}) "
+          f"to {out}/voc and {out}/coco in {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Build model, datasets, loaders and metrics from a config (the seams every tool uses)."""
+import os
+
+from ppdet.core.config import ConfigError
+from ppdet.core.registry import DATASETS
+from ppdet.core.workspace import create
+
+__all__ = ["REPO_ROOT", "build_model", "build_dataset", "build_reader", "build_metric_for",
+           "resolve_path", "class_names_for"]
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_MODES = {"train": ("TrainDataset", "TrainReader"), "eval": ("EvalDataset", "EvalReader"),
+          "test": ("TestDataset", "TestReader")}
+
+
+def resolve_path(path):
+    """Relative paths are tried from the working directory, then from the repo root,
+    so the seeds' commands work from ``slim/sensitive/`` too."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    alt = os.path.join(REPO_ROOT, path)
+    return alt if os.path.exists(alt) else path
+
+
+def build_model(cfg):
+    """A new model. Paddle refuses a parameter name twice in one name scope, and every
+    parameter here has a fixed name, so each model gets a fresh scope."""
+    import paddle
+    if "architecture" not in cfg:
+        raise ConfigError("config has no 'architecture' (e.g. architecture: YOLOv3)")
+    with paddle.utils.unique_name.guard():
+        return create(cfg, cfg["architecture"])
+
+
+def build_dataset(cfg, mode):
+    key = _MODES[mode][0]
+    section = cfg.get(key)
+    if mode == "test" and not section:
+        section = cfg.get("EvalDataset")
+    if not section:
+        raise ConfigError(f"config has no {key} section")
+    section = dict(section)
+    name = section.pop("name", None)
+    if name is None:
+        raise ConfigError(f"{key} needs a dataset type, e.g. '{key}: !VOCDataSet {{...}}'")
+    if "dataset_dir" in section:
+        raw = section["dataset_dir"]
+        section["dataset_dir"] = resolve_path(raw)
+        if not os.path.isdir(section["dataset_dir"]):
+            hint = ("; create it with: python dataset/shapes/make_shapes.py"
+                    if "shapes" in str(raw) else "")
+            raise ConfigError(f"dataset directory not found: {raw}{hint}")
+    return DATASETS.build(name, section)
+
+
+def build_reader(cfg, mode, dataset=None, **kw):
+    from ppdet.data.loader import build_loader
+    dataset = dataset if dataset is not None else build_dataset(cfg, mode)
+    reader_cfg = dict(cfg.get(_MODES[mode][1]) or {})
+    if "worker_num" not in reader_cfg and "worker_num" in cfg:
+        reader_cfg["worker_num"] = cfg["worker_num"]
+    return build_loader(reader_cfg, dataset, mode, **kw)
+
+
+def build_metric_for(cfg, dataset):
+    from ppdet.metrics.evaluator import build_metric
+    return build_metric(cfg.get("metric", "VOC"), dataset,
+                        map_type=cfg.get("map_type", "11point"))
+
+
+def class_names_for(cfg):
+    """Class names from the test dataset; numbered names (with a warning) if it is absent."""
+    try:
+        return list(build_dataset(cfg, "test").class_names)
+    except (ConfigError, FileNotFoundError) as e:
+        n = int(cfg.get("num_classes", 1))
+        print(f"warning: class names unavailable ({e}); using 0..{n - 1}")
+        return [str(i) for i in range(n)]

@@ -1,0 +1,153 @@
+"""One checkpoint format for every tool.
+
+``<path>.pdparams``: the model's ``state_dict`` (structured keys, as PaddleDetection
+2.x), plus a reserved entry ``__ppdet_meta__`` with the channel plan (``{param.name:
+shape}`` of every conv/BN parameter whose shape differs from the config's model) and
+bookkeeping. A pruned checkpoint therefore rebuilds its own shapes. ``<path>.pdopt``:
+optimizer + LR schedule state and the epoch, for exact resume. Writes are atomic.
+"""
+import io
+import os
+
+import numpy as np
+import paddle
+
+from ppdet.utils.atomic import atomic_write_bytes
+
+__all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
+           "load_checkpoint_meta", "apply_channel_plan", "channel_plan", "load_resume"]
+
+META_KEY = "__ppdet_meta__"
+
+
+class CheckpointError(ValueError):
+    """Weights that cannot be used; the message names the file or parameter and the fix."""
+
+
+def resolve_weights(path):
+    """Local path with or without ``.pdparams``; URLs fail clearly (no network here)."""
+    if path is None or str(path) == "":
+        raise CheckpointError("no weights given: pass -o weights=PATH (a .pdparams file)")
+    path = str(path)
+    if path.startswith(("http://", "https://", "ftp://")):
+        raise CheckpointError(f"weights are a URL ({path}) but this tool works offline: "
+                              f"download the file elsewhere and pass its local path")
+    base = path[:-len(".pdparams")] if path.endswith(".pdparams") else path
+    if not os.path.isfile(base + ".pdparams"):
+        hint = " (a directory: name the .pdparams file inside it)" if os.path.isdir(path) else ""
+        raise CheckpointError(f"weights not found: {base}.pdparams{hint}")
+    return base
+
+
+def _to_bytes(obj):
+    buf = io.BytesIO()
+    paddle.save(obj, buf)
+    return buf.getvalue()
+
+
+def channel_plan(model, reference_shapes=None):
+    """``{param.name: shape}`` for parameters whose shape differs from ``reference_shapes``
+    (all parameters when no reference is given)."""
+    plan = {}
+    for p in model.parameters():
+        shape = list(p.shape)
+        if reference_shapes is None or reference_shapes.get(p.name) != shape:
+            plan[p.name] = shape
+    return plan
+
+
+def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=None):
+    """Write ``path.pdparams`` (+ ``path.pdopt`` with the optimizer) atomically."""
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("_backup")}
+    state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch, **(extra or {})}
+    atomic_write_bytes(path + ".pdparams", _to_bytes(state))
+    if optimizer is not None:
+        opt_state = {"optimizer": optimizer.state_dict(), "epoch": epoch}
+        atomic_write_bytes(path + ".pdopt", _to_bytes(opt_state))
+
+
+def _load(path):
+    try:
+        return paddle.load(path)
+    except Exception as e:  # corrupt or foreign file
+        raise CheckpointError(f"cannot read weights {path}: {type(e).__name__}: {e}"
+                              .splitlines()[0]) from e
+
+
+def load_checkpoint_meta(weights):
+    base = resolve_weights(weights)
+    state = _load(base + ".pdparams")
+    return state.get(META_KEY, {}) if isinstance(state, dict) else {}
+
+
+def apply_channel_plan(model, plan):
+    """Resize parameters to the shapes in ``plan`` (values are reset; load weights after).
+
+    Depthwise convs keep ``groups == channels`` so a pruned MobileNet still runs.
+    """
+    if not plan:
+        return model
+    by_name = {p.name: p for p in model.parameters()}
+    unknown = [n for n in plan if n not in by_name]
+    if unknown:
+        raise CheckpointError(f"checkpoint's channel plan names parameter '{unknown[0]}' "
+                              f"that this model does not have: wrong config for these weights?")
+    for name, shape in plan.items():
+        p = by_name[name]
+        if list(p.shape) != list(shape):
+            p.set_value(paddle.zeros(shape, dtype=p.dtype))
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.Conv2D):
+            out_c, in_per_group = layer.weight.shape[:2]
+            if layer._groups > 1 and in_per_group == 1:   # depthwise: groups follow channels
+                layer._groups = out_c
+                layer._in_channels = out_c
+            else:
+                layer._in_channels = in_per_group * layer._groups
+            layer._out_channels = out_c
+    return model
+
+
+def load_weights(model, weights, strict=True):
+    """Load a checkpoint into ``model``: rebuild pruned shapes, then load strictly.
+
+    Every missing, unexpected or shape-mismatched parameter is an error naming it.
+    Returns the checkpoint's meta dict.
+    """
+    base = resolve_weights(weights)
+    state = _load(base + ".pdparams")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{base}.pdparams is not a model state dict")
+    meta = state.pop(META_KEY, {}) or {}
+    apply_channel_plan(model, meta.get("channel_plan"))
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.endswith("_backup")]
+    if strict and (missing or unexpected):
+        what = (f"parameter '{missing[0]}' is missing from {base}.pdparams" if missing else
+                f"{base}.pdparams has parameter '{unexpected[0]}' this model lacks")
+        raise CheckpointError(f"{what} ({len(missing)} missing, {len(unexpected)} unexpected):"
+                              f" the weights do not belong to this config")
+    for key, value in own.items():
+        if key in state:
+            got = list(np.shape(state[key]))
+            if got != list(value.shape):
+                pruned = " (pruned weights need the checkpoint's channel plan: were they " \
+                         "saved by this toolkit?)" if meta.get("channel_plan") is None else ""
+                raise CheckpointError(
+                    f"shape mismatch for '{key}': weights have {got}, model has "
+                    f"{list(value.shape)}{pruned}")
+    model.set_state_dict({k: v for k, v in state.items() if k in own})
+    return meta
+
+
+def load_resume(model, optimizer, checkpoint):
+    """Restore model, optimizer and LR schedule from ``-r``; returns the next epoch."""
+    meta = load_weights(model, checkpoint)
+    base = resolve_weights(checkpoint)
+    if not os.path.isfile(base + ".pdopt"):
+        raise CheckpointError(f"cannot resume: {base}.pdopt (optimizer state) is missing")
+    opt_state = _load(base + ".pdopt")
+    optimizer.set_state_dict(opt_state["optimizer"])
+    epoch = opt_state.get("epoch", meta.get("epoch"))
+    return (epoch + 1) if epoch is not None else 0

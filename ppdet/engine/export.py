@@ -1,0 +1,122 @@
+"""Export for Paddle Inference and run the exported model.
+
+The model is saved with ``paddle.jit.save`` in the legacy program format (under
+``OldIrGuard``): with oneDNN on, the PIR format crashes in a conv+BN+leaky_relu fusion
+pass and cannot convert nearest ``interpolate`` (see shared/notes/stack-facts.md).
+Inputs: ``image`` [N,3,H,W], ``im_shape`` [N,2], ``scale_factor`` [N,2]; outputs
+``bbox`` [K,6] and ``bbox_num`` [N]. ``infer_cfg.yml`` beside it holds the
+preprocessing and labels.
+"""
+import os
+
+import numpy as np
+import paddle
+import yaml
+
+from ppdet.utils.atomic import atomic_write_bytes
+
+__all__ = ["export_model", "Predictor", "preprocess_image"]
+
+_EXPORTED_TRANSFORMS = ("Resize", "NormalizeImage", "Permute")
+
+
+class _ExportWrapper(paddle.nn.Layer):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image, im_shape, scale_factor):
+        out = self.model.predict_from_outputs(self.model.head_outputs(image), im_shape,
+                                              scale_factor)
+        return out["bbox"], out["bbox_num"]
+
+
+def _infer_cfg(cfg, class_names):
+    steps = []
+    for item in (cfg.get("TestReader") or {}).get("sample_transforms", []):
+        name, kwargs = next(iter(item.items()))
+        if name in _EXPORTED_TRANSFORMS:
+            steps.append({"type": name, **(kwargs or {})})
+    return {"mode": "paddle", "arch": cfg.get("architecture"), "min_subgraph_size": 3,
+            "draw_threshold": 0.5, "metric": cfg.get("metric", "VOC"),
+            "Preprocess": steps, "label_list": list(class_names)}
+
+
+def export_model(model, cfg, output_dir, class_names):
+    """Write ``output_dir/model.pdmodel|.pdiparams`` and ``infer_cfg.yml``."""
+    model.eval()
+    size = _image_size(cfg)
+    spec = [paddle.static.InputSpec([None, 3, size[0], size[1]], "float32", "image"),
+            paddle.static.InputSpec([None, 2], "float32", "im_shape"),
+            paddle.static.InputSpec([None, 2], "float32", "scale_factor")]
+    os.makedirs(output_dir, exist_ok=True)
+    with paddle.pir_utils.OldIrGuard():
+        static = paddle.jit.to_static(_ExportWrapper(model), input_spec=spec, full_graph=True)
+        paddle.jit.save(static, os.path.join(output_dir, "model"))
+    atomic_write_bytes(os.path.join(output_dir, "infer_cfg.yml"),
+                       yaml.safe_dump(_infer_cfg(cfg, class_names), sort_keys=False).encode())
+    return output_dir
+
+
+def _image_size(cfg):
+    for item in (cfg.get("TestReader") or {}).get("sample_transforms", []):
+        if "Resize" in item:
+            size = item["Resize"].get("target_size")
+            return [int(size), int(size)] if np.isscalar(size) else [int(s) for s in size]
+    return [None, None]
+
+
+def preprocess_image(image_rgb, steps):
+    """Apply an ``infer_cfg.yml`` Preprocess list to one RGB uint8 image."""
+    import cv2
+    h, w = image_rgb.shape[:2]
+    img = image_rgb.astype("float32")
+    scale = np.array([1., 1.], "float32")
+    for step in steps:
+        kind = step["type"]
+        if kind == "Resize":
+            th, tw = step["target_size"]
+            img = cv2.resize(img, (int(tw), int(th)), interpolation=int(step.get("interp", 1)))
+            scale = np.array([th / h, tw / w], "float32")
+        elif kind == "NormalizeImage":
+            if step.get("is_scale", True):
+                img = img / 255.
+            img = (img - np.array(step["mean"], "float32")) / np.array(step["std"], "float32")
+        elif kind == "Permute":
+            img = img.transpose(2, 0, 1)
+    im_shape = np.array(img.shape[1:3] if img.shape[0] == 3 else img.shape[:2], "float32")
+    return img.astype("float32"), im_shape, scale
+
+
+class Predictor:
+    """Paddle Inference predictor over an exported model directory."""
+
+    def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1):
+        from paddle import inference
+        with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
+            self.infer_cfg = yaml.safe_load(f)
+        config = inference.Config(os.path.join(model_dir, "model.pdmodel"),
+                                  os.path.join(model_dir, "model.pdiparams"))
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(cpu_threads)
+        if use_mkldnn:
+            config.enable_mkldnn()
+        else:
+            config.disable_mkldnn()
+        config.disable_glog_info()
+        self.predictor = inference.create_predictor(config)
+
+    def run(self, image, im_shape, scale_factor):
+        """Batched numpy inputs -> (bbox [K,6], bbox_num [N])."""
+        feeds = {"image": image, "im_shape": im_shape, "scale_factor": scale_factor}
+        for name in self.predictor.get_input_names():
+            handle = self.predictor.get_input_handle(name)
+            handle.copy_from_cpu(np.ascontiguousarray(feeds[name], dtype="float32"))
+        self.predictor.run()
+        outs = [self.predictor.get_output_handle(n).copy_to_cpu()
+                for n in self.predictor.get_output_names()]
+        return outs[0], outs[1]
+
+    def predict_image(self, image_rgb):
+        img, im_shape, scale = preprocess_image(image_rgb, self.infer_cfg["Preprocess"])
+        return self.run(img[None], im_shape[None], scale[None])

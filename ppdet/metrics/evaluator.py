@@ -1,0 +1,62 @@
+"""The one evaluator interface: ``build_metric('VOC'|'COCO', dataset)`` used by every tool.
+
+Both metrics share the batch contract of the models: ``bbox`` [sum K, 6] rows
+``(class_index, score, x1, y1, x2, y2)``, ``bbox_num`` [B] and ``im_id`` [B]. The metric
+classes are imported lazily so that ``voc_map``/``coco_eval`` can use the helpers here.
+"""
+import numpy as np
+
+from ppdet.core.registry import METRICS
+
+__all__ = ["build_metric", "flatten_batch", "to_numpy"]
+
+
+def to_numpy(x):
+    """Accept paddle tensors, lists and arrays alike."""
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def flatten_batch(outputs):
+    """Rows [N, 6] float32 and the im_id of each row [N] int64, from one batch's outputs."""
+    bbox = outputs.get("bbox")
+    bbox = np.zeros((0, 6), np.float32) if bbox is None else to_numpy(bbox)
+    bbox = bbox.astype(np.float32, copy=False).reshape(-1, 6)
+    im_id = to_numpy(outputs["im_id"]).reshape(-1).astype(np.int64)
+    num = outputs.get("bbox_num")
+    if num is None:
+        if len(im_id) != 1:
+            raise ValueError("outputs without 'bbox_num' must hold a single image")
+        num = np.array([len(bbox)])
+    num = to_numpy(num).reshape(-1).astype(np.int64)
+    if len(num) != len(im_id) or num.sum() != len(bbox):
+        raise ValueError(f"bbox_num {num.tolist()} does not match {len(bbox)} rows "
+                         f"for {len(im_id)} images")
+    return bbox, np.repeat(im_id, num)
+
+
+@METRICS.register(name="VOC")
+def voc_metric(dataset, map_type="11point", overlap_thresh=0.5, evaluate_difficult=False,
+               bbox_plus_one=False):
+    """VOC mAP over ``dataset.records``."""
+    from .voc_map import VOCMetric
+    classes = getattr(dataset, "class_names", None) or dataset.num_classes
+    return VOCMetric(classes, dataset.records, map_type=map_type, overlap_thresh=overlap_thresh,
+                     evaluate_difficult=evaluate_difficult, bbox_plus_one=bbox_plus_one)
+
+
+@METRICS.register(name="COCO")
+def coco_metric(dataset, verbose=False, output_eval=None):
+    """COCO bbox AP against ``dataset.to_coco_gt()``."""
+    from .coco_eval import COCOMetric
+    return COCOMetric(dataset.to_coco_gt(), dataset.clsid2catid, verbose=verbose,
+                      output_eval=output_eval)
+
+
+def build_metric(metric, dataset, map_type="11point", **kw):
+    """Build the named metric for ``dataset``; ``map_type`` only reaches metrics that take it."""
+    name = str(metric)
+    if name not in METRICS and name.upper() in METRICS:
+        name = name.upper()
+    return METRICS.build(name, kw, shared={"map_type": map_type}, dataset=dataset)

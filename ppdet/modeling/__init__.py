@@ -1,0 +1,6 @@
+"""Models: importing this package registers every backbone, head, loss and architecture."""
+from ppdet.modeling import post_process  # noqa: F401
+from ppdet.modeling.architectures import yolov3  # noqa: F401
+from ppdet.modeling.backbones import mobilenet_v1  # noqa: F401
+from ppdet.modeling.heads import yolo_head  # noqa: F401
+from ppdet.modeling.losses import yolo_loss  # noqa: F401

@@ -1,0 +1,62 @@
+"""Conv + BatchNorm + activation with explicit, stable parameter names.
+
+Pruning tools key parameters by ``param.name``; automatic names depend on creation
+order in the process, so every parameter here is named from the layer's name.
+Two naming schemes are used by the static-era models users know:
+``'underscore'``: ``conv2_1_sep_weights``, ``conv2_1_sep_bn_scale`` ... (MobileNetV1)
+``'dotted'``: ``yolo_block.0.0.0.conv.weights``, ``yolo_block.0.0.0.bn.scale`` ... (YOLOv3)
+"""
+
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddle import ParamAttr
+from paddle.nn.initializer import Constant, KaimingNormal
+
+__all__ = ["ConvBNLayer", "param_names"]
+
+
+def param_names(name, scheme):
+    if scheme == "underscore":
+        return dict(weight=f"{name}_weights", scale=f"{name}_bn_scale",
+                    offset=f"{name}_bn_offset", mean=f"{name}_bn_mean",
+                    var=f"{name}_bn_variance")
+    if scheme == "dotted":
+        return dict(weight=f"{name}.conv.weights", scale=f"{name}.bn.scale",
+                    offset=f"{name}.bn.offset", mean=f"{name}.bn.mean",
+                    var=f"{name}.bn.var")
+    raise ValueError(f"unknown naming scheme {scheme}")
+
+
+class ConvBNLayer(nn.Layer):
+    """Conv2D (no bias) -> BatchNorm -> activation ('relu', 'leaky', or None)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1,
+                 act="relu", name="conv", scheme="underscore", padding=None):
+        super().__init__()
+        names = param_names(name, scheme)
+        self.name = name
+        self.act = act
+        self.conv = nn.Conv2D(
+            in_channels, out_channels, kernel_size, stride=stride,
+            padding=(kernel_size - 1) // 2 if padding is None else padding, groups=groups,
+            weight_attr=ParamAttr(name=names["weight"], initializer=KaimingNormal()),
+            bias_attr=False)
+        self.bn = nn.BatchNorm(
+            out_channels, param_attr=ParamAttr(name=names["scale"], initializer=Constant(1.)),
+            bias_attr=ParamAttr(name=names["offset"], initializer=Constant(0.)),
+            moving_mean_name=names["mean"], moving_variance_name=names["var"])
+
+    def forward(self, x):
+        x = self.bn(self.conv(x))
+        if self.act == "relu":
+            x = F.relu(x)
+        elif self.act == "leaky":
+            x = F.leaky_relu(x, 0.1)
+        return x
+
+
+def upsample2x(x):
+    """Nearest 2x upsampling."""
+    return F.interpolate(x, scale_factor=2., mode="nearest")
+
+

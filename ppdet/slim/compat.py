@@ -1,0 +1,264 @@
+"""Everything paddleslim 2.6 (written for Paddle 2.x) needs to prune dygraph models on Paddle 3.3.
+
+paddleslim itself is imported lazily (``import_paddleslim()``): it costs ~1 s and most CLI
+entry points never touch it. Shims, all idempotent:
+
+1. ``paddle.base.dygraph.base._to_static_mode_guard_``: renamed ``to_static_mode_guard`` in
+   Paddle 3; paddleslim's tracer still calls the old name. Aliased once, only if missing.
+2. Tracing (``paddleslim.core.dygraph2program``, used by every dygraph pruner and by
+   ``dygraph_flops``) runs under the old-IR flag, so it builds a legacy ``Program`` whose ops
+   paddleslim can walk (under PIR it fails: ``'pir.Operation' object has no attribute 'type'``).
+   Only the flag is switched (``DygraphOldIrGuard``), never static mode: so pruner
+   construction, ``flops`` and ``FilterPruner.sensitive_prune`` (which traces between prunes)
+   work with no guard at the call site, while ``prune_vars``/``restore``/``sensitive`` (which
+   need dygraph mode) keep working. A trace that raises no longer leaves Paddle stuck in
+   static mode (upstream only calls ``disable_static()`` on success).
+3. A ``concat`` prune worker, which paddleslim dropped in v2.1.1. Without it a filter whose
+   output reaches a concat (YOLOv3 routes, SPP) gets no pruning group at all: "Unsupported
+   operator named concat", ``prune_var`` returns an empty plan, sensitivity reads 0.0.
+   Forward (an input pruned): the input's mask is placed at that input's offset in a mask
+   over the output, then the output's consumers are searched with a visited set of their
+   own; the shared one would stop a second input (or a second path into the same concat, as
+   in SPP) at consumers an earlier search already marked, leaving their input channels
+   unpruned. Backward (the output pruned): each input gets its slice of the output mask.
+4. ``PruningPlan.add`` merges two masks on one parameter axis into a Python list;
+   ``apply="lazy"`` then fails (``'list' object has no attribute 'reshape'``). With concat
+   this is the normal case (a concat consumer gets one mask per pruned input). Merged masks
+   are kept as arrays.
+
+Checked and left alone: ``paddle.fluid`` is only referenced by paddleslim's distillation
+code (not imported by pruning); FPGM's ``np.product`` works on numpy 1.26 (pinned < 2);
+the static ``Pruner`` needs ``FLAGS_enable_pir_api=0`` before paddle is imported (not here).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import numpy as np
+import paddle
+
+__all__ = [
+    "CRITERIA",
+    "apply_paddle_shims",
+    "import_paddleslim",
+    "make_pruner",
+    "dygraph_flops",
+    "prunable_params",
+    "prune_vars",
+]
+
+_logger = logging.getLogger(__name__)
+
+# criterion name -> paddleslim.dygraph class; 'bn_scale' exists only for the static Pruner.
+CRITERIA = {
+    "l1_norm": "L1NormFilterPruner",
+    "l2_norm": "L2NormFilterPruner",
+    "fpgm": "FPGMFilterPruner",
+    "geometry_median": "FPGMFilterPruner",
+}
+
+_MARK = "_ppdet_compat"  # attribute set on every wrapper, so re-applying is a no-op
+_slim = None  # the paddleslim module once shimmed
+
+
+def apply_paddle_shims():
+    """Shims that need only paddle (shim 1). Safe to call any number of times."""
+    base = paddle.base.dygraph.base
+    if not hasattr(base, "_to_static_mode_guard_"):
+        base._to_static_mode_guard_ = base.to_static_mode_guard
+
+
+def import_paddleslim():
+    """Apply every shim, import paddleslim and return it. Idempotent and cheap after the first."""
+    global _slim
+    apply_paddle_shims()
+    if _slim is not None:
+        return _slim
+    import paddleslim
+    import paddleslim.core.dygraph
+    import paddleslim.dygraph.prune.pruning_plan
+    import paddleslim.dygraph.prune.var_group
+    import paddleslim.prune.prune_worker
+
+    _guard_tracing(paddleslim)
+    _register_concat_worker(paddleslim.prune.prune_worker)
+    _keep_merged_masks_as_arrays(paddleslim.dygraph.prune.pruning_plan.PruningPlan)
+    _slim = paddleslim
+    return paddleslim
+
+
+# --- shim 2: trace under the old IR --------------------------------------------------------
+
+def _guard_tracing(paddleslim):
+    import sys
+
+    original = paddleslim.core.dygraph.dygraph2program
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def dygraph2program(layer, inputs, dtypes=None):
+        was_dynamic = paddle.in_dynamic_mode()
+        try:
+            with paddle.pir_utils.DygraphOldIrGuard():
+                return original(layer, inputs, dtypes=dtypes)
+        finally:
+            # upstream calls enable_static() and only undoes it when the forward succeeds
+            if was_dynamic and not paddle.in_dynamic_mode():
+                paddle.disable_static()
+
+    setattr(dygraph2program, _MARK, True)
+    dygraph2program.original = original
+    # modules bound the function with `from ... import dygraph2program`: rebind each copy
+    for name, module in list(sys.modules.items()):
+        if name.startswith("paddleslim") and getattr(module, "dygraph2program", None) is original:
+            module.dygraph2program = dygraph2program
+
+
+# --- shim 3: concat prune worker -----------------------------------------------------------
+
+_active_forwards = set()  # (graph, op, slot, axis) being searched: bounds pathological loops
+
+
+def _register_concat_worker(prune_worker):
+    registry = prune_worker.PRUNE_WORKER
+    if registry.get("concat") is not None:
+        return
+    registry.register(_make_concat_worker(prune_worker))
+
+
+def _make_concat_worker(prune_worker):
+    base = prune_worker.PruneWorker
+    unsupported = prune_worker.UnsupportOpError
+
+    class concat(base):  # the registry keys workers by class name, i.e. by op type
+        def _prune(self, var, pruned_axis, transforms):
+            ins = self.op.inputs("X")
+            out = self.op.outputs("Out")[0]
+            if self.op.inputs("AxisTensor"):
+                raise unsupported("concat with a tensor axis")
+            axis = self.op.attr("axis")
+            if axis < 0:
+                axis += len(out.shape())
+            if pruned_axis != axis:
+                # channels line up across inputs and output: all are pruned alike (like sum)
+                for v in ins + [out]:
+                    if v.name() != var.name():
+                        self._visit_and_search(v, pruned_axis, transforms)
+                return
+            sizes = [int(v.shape()[axis]) for v in ins]
+            if min(sizes) < 0:
+                raise unsupported("concat of inputs with unknown size on the concat axis")
+            offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+            total = sum(sizes)
+            # transforms are read by FilterPruner._transform_mask: mask[src_start:src_end] is
+            # written into ones(target_len)[target_start:target_end]
+            if var.name() == out.name():
+                names = [v.name() for v in ins]
+                if len(set(names)) != len(names):
+                    # one producer would need two (possibly different) masks
+                    raise unsupported("pruning the output of a concat with a repeated input")
+                for v, off, size in zip(ins, offsets, sizes):
+                    trans = {"src_start": off, "src_end": off + size, "target_start": 0,
+                             "target_end": size, "target_len": size}
+                    self._visit_and_search(v, axis, transforms + [trans])
+                return
+            for slot, v in enumerate(ins):
+                if v.name() != var.name():
+                    continue
+                off, size = offsets[slot], sizes[slot]
+                trans = {"src_start": 0, "src_end": size, "target_start": off,
+                         "target_end": off + size, "target_len": total}
+                self._forward(ins, out, slot, axis, transforms + [trans])
+
+        def _forward(self, ins, out, slot, axis, transforms):
+            key = (id(getattr(self.op, "_graph", None)), self.op.idx(), slot, axis)
+            if key in _active_forwards:
+                return
+            # Fresh visited set: the shared one already holds the consumers' marks if another
+            # input of this concat (another master, or another path of this one) got there
+            # first, and the search would stop before pruning their input channels. Seed it
+            # with this op so the search does not come back into the concat.
+            shared, self.visited = self.visited, {}
+            _active_forwards.add(key)
+            try:
+                for v in ins + [out]:
+                    self._visit(v, axis)
+                self._visit_and_search(out, axis, transforms)
+            finally:
+                _active_forwards.discard(key)
+                self.visited = shared
+
+    return concat
+
+
+# --- shim 4: merged masks stay arrays ------------------------------------------------------
+
+def _keep_merged_masks_as_arrays(plan_cls):
+    original = plan_cls.add
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def add(self, var_name, pruning_mask):
+        original(self, var_name, pruning_mask)
+        for m in self._masks.get(var_name, []):
+            if isinstance(m.mask, list):
+                m.mask = np.asarray(m.mask, dtype=np.int64)
+
+    setattr(add, _MARK, True)
+    plan_cls.add = add
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def make_pruner(model, input_shape, criterion="l1_norm", skip_leaves=True, opt=None,
+                sen_file=None):
+    """A paddleslim dygraph filter pruner for ``model`` traced with one input of ``input_shape``.
+
+    ``criterion``: one of ``CRITERIA`` ('l1_norm', 'l2_norm', 'fpgm' == 'geometry_median').
+    The model's forward must take the image tensor alone and return raw outputs.
+    """
+    slim = import_paddleslim()
+    if criterion not in CRITERIA:
+        raise ValueError(
+            f"criterion {criterion!r} not supported by paddleslim's dygraph pruners; "
+            f"choose from {sorted(CRITERIA)} ('bn_scale' exists only in the static Pruner)")
+    cls = getattr(slim.dygraph.prune, CRITERIA[criterion])
+    # FPGMFilterPruner accepts only these keyword arguments
+    return cls(model, [int(d) for d in input_shape], sen_file=sen_file, opt=opt,
+               skip_leaves=skip_leaves)
+
+
+def dygraph_flops(model, input_shape, only_conv=False, detail=False):
+    """paddleslim's FLOPs count (multiply-adds) of ``model`` for ONE image.
+
+    ``input_shape`` is [C, H, W] or [N, C, H, W]; N is replaced by 1 because paddleslim
+    multiplies the non-conv terms (bn, relu, fc) by the batch but not the conv terms.
+    """
+    slim = import_paddleslim()
+    shape = [int(d) for d in input_shape]
+    shape = [1] + shape[-3:] if len(shape) >= 3 else shape
+    return slim.analysis.dygraph_flops(model, shape, only_conv=only_conv, detail=detail)
+
+
+def prunable_params(pruner):
+    """Names that ``prune_vars`` can take as keys: masters of the pruner's groups on axis 0."""
+    return [c.master_name for c in pruner.collections if c.master_axis == 0]
+
+
+def prune_vars(pruner, ratios, apply="impretive"):
+    """``pruner.prune_vars(ratios, 0)`` that refuses names it would silently ignore.
+
+    paddleslim skips unknown names, and names with no group of their own (a filter absorbed
+    into another's group, or one that met an unsupported op), without a word. Pruning all
+    ratios in one call matters: separate calls compute masks on the original shapes, so a
+    concat consumer pruned by two calls gets the second mask on an already shrunken axis.
+    """
+    known = set(prunable_params(pruner))
+    unknown = sorted(set(ratios) - known)
+    if unknown:
+        raise KeyError(f"not prunable as filters (no pruning group): {unknown}")
+    return pruner.prune_vars(dict(ratios), 0, apply=apply)
