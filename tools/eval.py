@@ -26,13 +26,10 @@ def main(argv=None):
     load_weights(model, cfg.get("weights"))
     loader = build_reader(cfg, "eval")
     metric = build_metric_for(cfg, loader.dataset)
-    result = evaluate(model, loader, metric)
+    result = evaluate(model, loader, metric, output_eval=args.output_eval)
     metric.log()
     if args.output_eval:
-        os.makedirs(args.output_eval, exist_ok=True)
-        path = os.path.join(args.output_eval, "bbox.json")
-        metric.save_json(path)
-        print(f"detections written to {path}")
+        print(f"detections written to {os.path.join(args.output_eval, 'bbox.json')}")
     return result
 
 

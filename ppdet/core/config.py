@@ -28,6 +28,11 @@ TOP_LEVEL_KEYS = {
 }
 
 
+# Keys of the TrainReader / EvalReader / TestReader sections.
+READER_KEYS = {"sample_transforms", "batch_transforms", "batch_size", "shuffle", "drop_last",
+               "worker_num", "use_shared_memory", "inputs_def", "fuse_normalize"}
+
+
 class ConfigError(ValueError):
     """A config or override that cannot be used; the message says how to fix it."""
 
@@ -122,6 +127,8 @@ def _suggest(key, candidates):
 
 def _allowed_children(section_name, node):
     """Keys a mapping may hold, or None when anything goes."""
+    if section_name in ("TrainReader", "EvalReader", "TestReader"):
+        return READER_KEYS
     cls = _registered(section_name)
     if cls is None and isinstance(node, dict):
         cls = _registered(node.get("name"))
@@ -129,7 +136,7 @@ def _allowed_children(section_name, node):
         params = registry._accepted_params(cls)
         if params is None:
             return None
-        return set(params) | {"name"} | set(node or {})
+        return set(params) | {"name"}
     return None
 
 

@@ -1,4 +1,6 @@
 """The one evaluation loop: model + loader -> detections -> metric."""
+import os
+
 import numpy as np
 import paddle
 from tqdm import tqdm
@@ -43,9 +45,21 @@ def split_detections(outputs):
     return per_image
 
 
-def evaluate(model, loader, metric, progress=True):
-    """Run ``model`` over ``loader`` and return ``metric.accumulate()``."""
+def evaluate(model, loader, metric, progress=True, output_eval=None):
+    """Run ``model`` over ``loader`` and return ``metric.accumulate()``; with
+    ``output_eval`` also write the detections there as COCO ``bbox.json``."""
     metric.reset()
+    outputs = []
     for out in predict_batches(model, loader, progress=progress):
         metric.update(out)
+        if output_eval:
+            outputs.append(out)
+    if output_eval:
+        from ppdet.metrics.evaluator import coco_metric
+        writer = metric if hasattr(metric, "save_json") else coco_metric(loader.dataset)
+        if writer is not metric:
+            for out in outputs:
+                writer.update(out)
+        os.makedirs(output_eval, exist_ok=True)
+        writer.save_json(os.path.join(output_eval, "bbox.json"))
     return metric.accumulate()

@@ -118,7 +118,7 @@ class COCOMetric:
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-        self.summary = out.getvalue()
+        self.summary = "\n".join(ln for ln in out.getvalue().splitlines() if "Average" in ln)
         stats = [float(s) for s in ev.stats]
         prec = ev.eval["precision"][:, :, :, 0, -1]  # [iou, recall, class], all areas, 100 dets
         per_class = {}
@@ -136,7 +136,7 @@ class COCOMetric:
     def log(self):
         """Print (and return) the COCO summary table and the mAP line, in percent."""
         res = self.result if self.result is not None else self.accumulate()
-        text = (self.summary.rstrip("\n") + "\n" if self.summary else "") + \
+        text = (self.summary + "\n" if self.summary else "") + \
             f"mAP(0.50:0.95) = {res['AP'] * 100:.2f}%, AP50 = {res['AP50'] * 100:.2f}%"
         print(text)
         return text

@@ -84,8 +84,8 @@ class VOCMetric:
         self.reset()
 
     def _index_gt(self, records):
-        """Sort all GT boxes by (image, class) so each detection finds its candidates by
-        binary search."""
+        """Sort all GT boxes by (image, class) once, with direct-lookup tables (binary search
+        when too large), so each evaluation finds every detection's candidate GT cheaply."""
         ids = np.array([int(r["im_id"]) for r in records], np.int64).reshape(-1)
         if len(np.unique(ids)) != len(ids):
             raise ValueError("gt_records hold duplicate im_id values")
@@ -117,16 +117,16 @@ class VOCMetric:
             diff[:] = False
         order = np.argsort(img * C + cls, kind="stable")
         self._gt_key = (img * C + cls)[order]
-        self._gt_box = box[order]
-        self._gt_area = self._area(self._gt_box)
+        self._gt_box = np.ascontiguousarray(box[order].T)  # [4, G]: x1, y1, x2, y2 rows
+        self._gt_area = self._area(*self._gt_box)
         self._gt_difficult = diff[order]
         n_keys = len(ids) * C  # GT of (image, class) k is [_gt_start[k], _gt_start[k + 1])
         self._gt_start = None if n_keys > DENSE_LIMIT else \
             np.r_[0, np.cumsum(np.bincount(self._gt_key, minlength=n_keys))]
         self.num_pos = np.bincount(cls[~diff], minlength=C)
 
-    def _area(self, b):
-        return (b[:, 2] - b[:, 0] + self._one) * (b[:, 3] - b[:, 1] + self._one)
+    def _area(self, x1, y1, x2, y2):
+        return (x2 - x1 + self._one) * (y2 - y1 + self._one)
 
     # -- streaming interface ---------------------------------------------------------------
     def reset(self):
@@ -211,7 +211,8 @@ class VOCMetric:
         cls = np.nan_to_num(rows[:, 0], nan=-1.0).astype(np.int64)
         img = self._image_index(im_ids)
         valid = (img >= 0) & (cls >= 0) & (cls < C) & np.isfinite(rows[:, 1])
-        rows, cls, img = rows[valid], cls[valid], img[valid]
+        if not valid.all():
+            rows, cls, img = rows[valid], cls[valid], img[valid]
         n = len(rows)
         # all (detection, GT of same image and class) pairs, grouped by detection
         key = img * C + cls
@@ -224,11 +225,11 @@ class VOCMetric:
         start = np.cumsum(cnt) - cnt
         det = np.repeat(np.arange(n), cnt)
         gt = np.repeat(lo - start, cnt) + np.arange(len(det))
-        d, g = rows[det, 2:6], self._gt_box[gt]
-        iw = np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]) + self._one
-        ih = np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]) + self._one
+        d, g = [rows[:, j][det] for j in range(2, 6)], self._gt_box[:, gt]
+        iw = np.minimum(d[2], g[2]) - np.maximum(d[0], g[0]) + self._one
+        ih = np.minimum(d[3], g[3]) - np.maximum(d[1], g[1]) + self._one
         inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-        union = self._area(d) + self._gt_area[gt] - inter
+        union = self._area(*d) + self._gt_area[gt] - inter
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
         # best GT per detection: the first pair reaching the detection's max IoU
         best = np.full(n, -np.inf)
@@ -240,7 +241,8 @@ class VOCMetric:
             first = at_max[np.r_[True, det[at_max][1:] != det[at_max][:-1]]]
             matched[det[first]] = gt[first]
         hit = best > self.overlap_thresh
-        dropped = hit & self._gt_difficult[np.maximum(matched, 0)]
+        dropped = np.zeros(n, bool)
+        dropped[hit] = self._gt_difficult[matched[hit]]
         cand = hit & ~dropped
         # the highest-ranked detection on each GT wins
         order = rank_desc(rows[:, 1])
@@ -252,6 +254,8 @@ class VOCMetric:
 
     def _image_index(self, im_ids):
         """Position of each im_id among the GT images, -1 when unknown."""
+        if len(self._im_ids) == 0:
+            return np.full(len(im_ids), -1)
         if self._im_lut is None:
             idx = np.minimum(np.searchsorted(self._im_ids, im_ids), len(self._im_ids) - 1)
             return np.where(self._im_ids[idx] == im_ids, idx, -1) if len(idx) else idx

@@ -25,6 +25,12 @@ entry points never touch it. Shims, all idempotent:
    ``apply="lazy"`` then fails (``'list' object has no attribute 'reshape'``). With concat
    this is the normal case (a concat consumer gets one mask per pruned input). Merged masks
    are kept as arrays.
+5. ``FilterPruner.sensitive()`` without ``sen_file`` fails (``Status.save(None)`` opens None)
+   right after its first prune, before the restore: the model is left pruned. Saving is
+   skipped when there is no file.
+
+``FilterPruner.restore()`` only undoes ``prune_vars`` (``prune_var`` does not set
+``pruner.plan``); ``restore(pruner)`` undoes any plan applied to the model.
 
 Checked and left alone: ``paddle.fluid`` is only referenced by paddleslim's distillation
 code (not imported by pruning); FPGM's ``np.product`` works on numpy 1.26 (pinned < 2);
@@ -47,6 +53,7 @@ __all__ = [
     "dygraph_flops",
     "prunable_params",
     "prune_vars",
+    "restore",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -78,6 +85,7 @@ def import_paddleslim():
         return _slim
     import paddleslim
     import paddleslim.core.dygraph
+    import paddleslim.dygraph.prune.filter_pruner
     import paddleslim.dygraph.prune.pruning_plan
     import paddleslim.dygraph.prune.var_group
     import paddleslim.prune.prune_worker
@@ -85,6 +93,7 @@ def import_paddleslim():
     _guard_tracing(paddleslim)
     _register_concat_worker(paddleslim.prune.prune_worker)
     _keep_merged_masks_as_arrays(paddleslim.dygraph.prune.pruning_plan.PruningPlan)
+    _skip_save_without_file(paddleslim.dygraph.prune.filter_pruner.Status)
     _slim = paddleslim
     return paddleslim
 
@@ -171,22 +180,26 @@ def _make_concat_worker(prune_worker):
                 off, size = offsets[slot], sizes[slot]
                 trans = {"src_start": 0, "src_end": size, "target_start": off,
                          "target_end": off + size, "target_len": total}
-                self._forward(ins, out, slot, axis, transforms + [trans])
+                self._forward(out, slot, axis, transforms + [trans])
 
-        def _forward(self, ins, out, slot, axis, transforms):
+        def _forward(self, out, slot, axis, transforms):
             key = (id(getattr(self.op, "_graph", None)), self.op.idx(), slot, axis)
-            if key in _active_forwards:
+            if key in _active_forwards:  # came back to this input through a loop
                 return
-            # Fresh visited set: the shared one already holds the consumers' marks if another
-            # input of this concat (another master, or another path of this one) got there
-            # first, and the search would stop before pruning their input channels. Seed it
-            # with this op so the search does not come back into the concat.
+            # Search the consumers with an empty visited set: the shared one already holds
+            # their marks if another input of this concat (another master, or another path
+            # of this one, as in SPP) got there first, and the search would stop before
+            # pruning their input channels.
             shared, self.visited = self.visited, {}
             _active_forwards.add(key)
             try:
-                for v in ins + [out]:
-                    self._visit(v, axis)
                 self._visit_and_search(out, axis, transforms)
+                # Hand the marks on: a filter this search reached from its output side (the
+                # other operand of an add after the concat) now belongs to this group, so its
+                # own search must stop at once, as paddleslim does for residual adds, instead
+                # of building a partial group of its own.
+                for ax, marks in self.visited.items():
+                    shared.setdefault(ax, {}).update(marks)
             finally:
                 _active_forwards.discard(key)
                 self.visited = shared
@@ -210,6 +223,22 @@ def _keep_merged_masks_as_arrays(plan_cls):
 
     setattr(add, _MARK, True)
     plan_cls.add = add
+
+
+# --- shim 5: sensitive() without a status file --------------------------------------------
+
+def _skip_save_without_file(status_cls):
+    original = status_cls.save
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def save(self, dst):
+        if dst is not None:
+            original(self, dst)
+
+    setattr(save, _MARK, True)
+    status_cls.save = save
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -262,3 +291,14 @@ def prune_vars(pruner, ratios, apply="impretive"):
     if unknown:
         raise KeyError(f"not prunable as filters (no pruning group): {unknown}")
     return pruner.prune_vars(dict(ratios), 0, apply=apply)
+
+
+def restore(pruner):
+    """Give back every pruned parameter (and optimizer state) of ``pruner.model``.
+
+    Works whatever applied the plan: ``prune_var`` never sets ``pruner.plan``, so
+    ``pruner.restore()`` is a no-op after it. The backups live in the layers' buffers.
+    """
+    slim = import_paddleslim()
+    slim.dygraph.prune.pruning_plan.PruningPlan().restore(pruner.model, opt=pruner.opt)
+    pruner.plan = None

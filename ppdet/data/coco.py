@@ -1,0 +1,190 @@
+"""COCO-format reader, and ``DetDataset``, the base every reader shares.
+
+Every record is a dict: ``im_file`` (absolute path), ``im_id`` (int), ``h``/``w`` (ints),
+``gt_bbox`` float32 [N, 4] x1,y1,x2,y2 in pixels, ``gt_class`` int32 [N] (contiguous 0-based),
+``difficult`` int32 [N], ``is_crowd`` int32 [N].
+"""
+import json
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ppdet.core.registry import DATASETS
+
+__all__ = ["DetDataset", "COCODataSet", "BOX_KEYS"]
+
+BOX_KEYS = ("gt_bbox", "gt_class", "difficult", "is_crowd", "gt_score")  # one row per box
+
+
+def check_dataset_dir(dataset_dir):
+    """Absolute dataset dir; a missing one is an error that says how to create it."""
+    path = Path(dataset_dir).expanduser().resolve()
+    if not path.is_dir():
+        hint = ("; create it with `python dataset/shapes/make_shapes.py`"
+                if "shapes" in Path(dataset_dir).parts else "")
+        raise FileNotFoundError(f"dataset directory {path} not found{hint}")
+    return path
+
+
+def image_hw(im_file):
+    """(h, w) of an image, for annotations that do not give its size."""
+    im = cv2.imread(str(im_file), cv2.IMREAD_UNCHANGED)
+    if im is None:
+        raise ValueError(f"cannot read image {im_file}")
+    return int(im.shape[0]), int(im.shape[1])
+
+
+def make_record(im_file, im_id, h, w, boxes, classes, difficult=None):
+    n = len(classes)
+    return {"im_file": str(im_file), "im_id": int(im_id), "h": int(h), "w": int(w),
+            "gt_bbox": np.asarray(boxes, np.float32).reshape(n, 4),
+            "gt_class": np.asarray(classes, np.int32).reshape(n),
+            "difficult": np.asarray(difficult if difficult is not None else [0] * n,
+                                    np.int32).reshape(n),
+            "is_crowd": np.zeros(n, np.int32)}
+
+
+class DetDataset:
+    """Records plus class maps; subclasses read annotations in ``__init__``."""
+
+    def __init__(self, dataset_dir, anno_path, image_dir="", allow_empty=False, sample_num=-1):
+        self.dataset_dir = check_dataset_dir(dataset_dir)
+        self.anno_path = self.dataset_dir / anno_path
+        self.image_dir = self.dataset_dir / (image_dir or "")
+        self.allow_empty = allow_empty
+        self.sample_num = sample_num
+        self.records = []
+        self.class_names = []
+        self.clsid2catid = {}
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def catid2clsid(self):
+        return {c: i for i, c in self.clsid2catid.items()}
+
+    @property
+    def cname2cid(self):
+        return {n: i for i, n in enumerate(self.class_names)}
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, idx):
+        """A copy of record ``idx``, so that transforms may change it freely."""
+        return {k: v.copy() if isinstance(v, np.ndarray) else v
+                for k, v in self.records[idx].items()}
+
+    def record_of(self, im_id):
+        """The record with image id ``im_id`` (ids are not indices in COCO files)."""
+        if getattr(self, "_by_id", None) is None:
+            self._by_id = {r["im_id"]: r for r in self.records}
+        return self._by_id[int(im_id)]
+
+    def _finish(self, records):
+        """Clip boxes to the image and drop degenerate ones with ONE warning counting them.
+
+        Images without any box are skipped unless ``allow_empty``; ``sample_num`` > 0 keeps
+        only the first records.
+        """
+        n_box = n_img = n_emptied = 0
+        kept = []
+        for r in records:
+            b = r["gt_bbox"]
+            b[:, 0::2] = np.clip(b[:, 0::2], 0, r["w"])
+            b[:, 1::2] = np.clip(b[:, 1::2], 0, r["h"])
+            ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+            if not ok.all():
+                n_box, n_img = n_box + int((~ok).sum()), n_img + 1
+                for k in BOX_KEYS:
+                    if k in r:
+                        r[k] = r[k][ok]
+                n_emptied += not ok.any()
+            if len(r["gt_bbox"]) or self.allow_empty:
+                kept.append(r)
+        if n_box:
+            msg = (f"dropped {n_box} degenerate boxes in {n_img} images of {self.dataset_dir} "
+                   "(zero width or height, or outside the image)")
+            if n_emptied and not self.allow_empty:
+                msg += f"; {n_emptied} images left without boxes are skipped"
+            warnings.warn(msg, stacklevel=3)
+        self.records = kept[:self.sample_num] if self.sample_num and self.sample_num > 0 else kept
+        self._by_id = None
+
+    def to_coco_gt(self, difficult_as_crowd=True):
+        """Ground truth as a COCO dict (for pycocotools' ``COCO.dataset``).
+
+        VOC "difficult" boxes become ``iscrowd=1``: COCOeval then ignores detections on them,
+        the nearest it has to VOC's rule.
+        """
+        images, anns = [], []
+        for r in self.records:
+            images.append({"id": r["im_id"], "file_name": os.path.basename(r["im_file"]),
+                           "height": r["h"], "width": r["w"]})
+            crowd = r["is_crowd"] | (r["difficult"] if difficult_as_crowd else 0)
+            for (x1, y1, x2, y2), c, iscrowd in zip(r["gt_bbox"].tolist(),
+                                                    r["gt_class"].tolist(), crowd.tolist()):
+                anns.append({"id": len(anns) + 1, "image_id": r["im_id"],
+                             "category_id": self.clsid2catid[c],
+                             "bbox": [x1, y1, x2 - x1, y2 - y1],
+                             "area": (x2 - x1) * (y2 - y1), "iscrowd": int(iscrowd)})
+        cats = [{"id": self.clsid2catid[i], "name": n} for i, n in enumerate(self.class_names)]
+        return {"images": images, "annotations": anns, "categories": cats}
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.anno_path}: {len(self)} images, "
+                f"{self.num_classes} classes)")
+
+
+@DATASETS.register
+class COCODataSet(DetDataset):
+    """COCO json reader. Category ids map to 0-based class indices in id order.
+
+    Crowd annotations (``iscrowd=1``) are dropped from the records, so no training target or
+    VOC-style match ever sees them; ``im_id`` is the json image id. ``data_fields`` is
+    accepted for PaddleDetection configs; records always carry every field.
+    """
+
+    def __init__(self, dataset_dir, anno_path, image_dir="", allow_empty=False,
+                 sample_num=-1, data_fields=None):
+        super().__init__(dataset_dir, anno_path, image_dir, allow_empty, sample_num)
+        path = self.anno_path
+        if not path.is_file():
+            raise FileNotFoundError(f"annotation file not found: {path}")
+        try:
+            gt = json.loads(path.read_text())
+            cats = sorted(gt["categories"], key=lambda c: c["id"])
+            images = sorted(gt["images"], key=lambda im: im["id"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read COCO annotations {path}: {e!r}") from e
+        self.class_names = [c["name"] for c in cats]
+        self.clsid2catid = {i: c["id"] for i, c in enumerate(cats)}
+        catid2clsid = self.catid2clsid
+        anns = defaultdict(list)
+        for a in gt.get("annotations", []):
+            if not a.get("iscrowd", 0):
+                anns[a["image_id"]].append(a)
+        records = []
+        for im in images:
+            im_file = self.image_dir / im["file_name"]
+            if not im_file.is_file():
+                raise FileNotFoundError(f"image {im_file} listed in {path} not found")
+            h, w = im.get("height"), im.get("width")
+            if not h or not w:
+                h, w = image_hw(im_file)
+            boxes, classes = [], []
+            for a in anns[im["id"]]:
+                if a["category_id"] not in catid2clsid:
+                    raise ValueError(f"{path}: annotation {a.get('id')} has category id "
+                                     f"{a['category_id']}, not in its categories")
+                x, y, bw, bh = a["bbox"]
+                boxes.append([x, y, x + bw, y + bh])
+                classes.append(catid2clsid[a["category_id"]])
+            records.append(make_record(im_file, im["id"], h, w, boxes, classes))
+        self._finish(records)
