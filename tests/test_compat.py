@@ -60,12 +60,15 @@ class SppNet(nn.Layer):
 
 
 class AddNet(nn.Layer):
-    """concat(a, b) + d. d is created first, so its search reaches the concat from its output."""
+    """concat(a, b) + d. Parameter order decides which filter's search meets the concat first."""
 
-    def __init__(self):
+    def __init__(self, d_first=True):
         super().__init__()
-        self.d = conv(3, 8, 1, "d")
+        if d_first:  # d's search reaches the concat from its output: the backward direction
+            self.d = conv(3, 8, 1, "d")
         self.a, self.b = conv(3, 3, 3, "a"), conv(3, 5, 3, "b")
+        if not d_first:  # a's and b's searches reach d from the add after the concat
+            self.d = conv(3, 8, 1, "d")
         self.h = conv(8, 4, 1, "h")
         self.head = conv(4, 2, 1, "head")
 
@@ -87,10 +90,12 @@ class RowConcatNet(nn.Layer):
         return self.head(F.relu(self.h(y)))
 
 
-def build(cls):
+def build(cls, **kwargs):
     """Deterministic model in eval mode; BN statistics randomised so masking matters."""
     paddle.seed(0)
-    model = cls()
+    # explicit parameter names may be created once per name checker: give each copy its own
+    with paddle.utils.unique_name.guard():
+        model = cls(**kwargs)
     rng = np.random.RandomState(0)
     for name, p in model.named_parameters():
         if p.ndim == 1:  # BN scale/offset/mean/variance and conv bias
@@ -271,6 +276,24 @@ def test_concat_backward_slices_output_mask_onto_inputs():
     mask_filters(ref, "d.w", removed)
     mask_filters(ref, "a.w", removed[removed < 3])
     mask_filters(ref, "b.w", removed[removed >= 3] - 3)
+    np.testing.assert_allclose(model(x).numpy(), ref(x).numpy(), atol=ATOL, rtol=0)
+
+
+def test_filter_reached_after_concat_joins_the_inputs_groups():
+    model, ref = build(AddNet, d_first=False), build(AddNet, d_first=False)
+    x = x_input()
+    pruner = compat.make_pruner(model, [1, 3, 16, 16])
+    # d gets no partial group of its own (pruning it alone would break the add)
+    assert compat.prunable_params(pruner) == ["a.w", "b.w", "h.w"]
+    plan = compat.prune_vars(pruner, {"a.w": 0.34, "b.w": 0.6})
+    ra, rb = removed_filters(plan, "a.w"), removed_filters(plan, "b.w")
+    assert (len(ra), len(rb)) == (1, 3)
+    removed_d = np.concatenate([ra, 3 + rb])
+    np.testing.assert_array_equal(removed_filters(plan, "d.w"), removed_d)
+    assert model.d.weight.shape == [4, 3, 1, 1] and model.h.weight.shape == [4, 4, 1, 1]
+    mask_filters(ref, "a.w", ra)
+    mask_filters(ref, "b.w", rb)
+    mask_filters(ref, "d.w", removed_d)
     np.testing.assert_allclose(model(x).numpy(), ref(x).numpy(), atol=ATOL, rtol=0)
 
 

@@ -9,8 +9,12 @@ import time
 
 import pytest
 
-from ppdet.slim.sensitivity_store import (SensitivityStore, load_sensitivities_file,
-                                          merge_files, norm_ratio)
+from ppdet.slim.sensitivity_store import (
+    SensitivityStore,
+    load_sensitivities_file,
+    merge_files,
+    norm_ratio,
+)
 from ppdet.utils.cli import UserError
 
 FP = {"model": "abc", "weights": "w1", "eval_set": "e1"}

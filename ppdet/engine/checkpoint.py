@@ -34,6 +34,11 @@ def resolve_weights(path):
                               f"download the file elsewhere and pass its local path")
     base = path[:-len(".pdparams")] if path.endswith(".pdparams") else path
     if not os.path.isfile(base + ".pdparams"):
+        from ppdet.engine.builder import resolve_path  # relative to the repo root too
+        alt = resolve_path(base + ".pdparams")
+        if os.path.isfile(alt):
+            base = alt[:-len(".pdparams")]
+    if not os.path.isfile(base + ".pdparams"):
         hint = " (a directory: name the .pdparams file inside it)" if os.path.isdir(path) else ""
         raise CheckpointError(f"weights not found: {base}.pdparams{hint}")
     return base

@@ -20,7 +20,9 @@ entry points never touch it. Shims, all idempotent:
    over the output, then the output's consumers are searched with a visited set of their
    own; the shared one would stop a second input (or a second path into the same concat, as
    in SPP) at consumers an earlier search already marked, leaving their input channels
-   unpruned. Backward (the output pruned): each input gets its slice of the output mask.
+   unpruned. Its marks are then handed to the shared set, so a filter that search reached
+   from its output side (the other operand of an add after the concat) is not made a master
+   of a partial group later. Backward (the output pruned): each input gets its slice.
 4. ``PruningPlan.add`` merges two masks on one parameter axis into a Python list;
    ``apply="lazy"`` then fails (``'list' object has no attribute 'reshape'``). With concat
    this is the normal case (a concat consumer gets one mask per pruned input). Merged masks
@@ -40,7 +42,7 @@ the static ``Pruner`` needs ``FLAGS_enable_pir_api=0`` before paddle is imported
 from __future__ import annotations
 
 import functools
-import logging
+import sys
 
 import numpy as np
 import paddle
@@ -55,8 +57,6 @@ __all__ = [
     "prune_vars",
     "restore",
 ]
-
-_logger = logging.getLogger(__name__)
 
 # criterion name -> paddleslim.dygraph class; 'bn_scale' exists only for the static Pruner.
 CRITERIA = {
@@ -101,8 +101,6 @@ def import_paddleslim():
 # --- shim 2: trace under the old IR --------------------------------------------------------
 
 def _guard_tracing(paddleslim):
-    import sys
-
     original = paddleslim.core.dygraph.dygraph2program
     if getattr(original, _MARK, False):
         return

@@ -5,10 +5,11 @@ For level i (0 = stride 32): ``yolo_block.i`` is 1x1 (0.0) -> 3x3 (0.1) -> 1x1 (
 For i < 2 the route goes through ``yolo_transition.i`` (1x1), is upsampled 2x and
 concatenated in front of the next backbone feature map.
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
 from paddle import ParamAttr
-from paddle.nn.initializer import Constant, Normal
+from paddle.nn.initializer import Assign, Normal
 
 from ppdet.core.registry import HEADS
 from ppdet.modeling.layers import ConvBNLayer, upsample2x
@@ -62,13 +63,22 @@ class YOLOv3Head(nn.Layer):
                              weight_attr=ParamAttr(name=f"yolo_output.{i}.conv.weights",
                                                    initializer=Normal(0., 0.01)),
                              bias_attr=ParamAttr(name=f"yolo_output.{i}.conv.bias",
-                                                 initializer=Constant(0.)))
+                                                 initializer=Assign(self._prior_bias(out_c))))
             self.outputs.append(conv)
             if i < len(channels) - 1:
                 self.transitions.append(ConvBNLayer(ch, ch // 2, 1, act="leaky",
                                                     name=f"yolo_transition.{i}",
                                                     scheme="dotted"))
                 route_c = ch // 2
+
+    def _prior_bias(self, out_c):
+        """Start objectness and class logits at a low prior (p ~ 0.01): with zeros every
+        cell claims an object at p = 0.5 and the first steps only unlearn that."""
+        bias = np.zeros(out_c, "float32")
+        per_anchor = 5 + self.num_classes
+        for a in range(out_c // per_anchor):
+            bias[a * per_anchor + 4:(a + 1) * per_anchor] = -4.6
+        return bias
 
     def forward(self, feats):
         """Raw output maps, deepest level first."""

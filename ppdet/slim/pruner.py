@@ -1,0 +1,118 @@
+"""Filter pruning of a detector: one dependency graph (paddleslim's, traced once, with the
+concat worker from ``compat``) serves sensitivity analysis, ratio search and pruning.
+
+Pruning a conv's filters removes the matching channels of its BN, of every consumer conv
+(through concat routes and upsampling) and of depthwise convs fed by it.
+"""
+import numpy as np
+import paddle
+
+from ppdet.slim import compat
+from ppdet.utils.cli import UserError
+
+__all__ = ["RawOutputs", "FilterPruner", "CRITERIA", "model_flops"]
+
+CRITERIA = ("l1_norm", "bn_scale", "geometry_median")
+TRACE_SIZE = 64   # a small trace input: the graph is the same, tracing is faster
+
+
+class RawOutputs(paddle.nn.Layer):
+    """``image -> raw head outputs``: what paddleslim traces (no post-processing)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        return self.model.head_outputs(image)
+
+
+def model_flops(model, image_size):
+    """paddleslim's FLOPs count (multiply-adds, batch 1) at ``image_size`` [H, W]."""
+    h, w = image_size
+    return compat.dygraph_flops(RawOutputs(model), [1, 3, int(h), int(w)])
+
+
+def bn_scale_name(weight_name):
+    if weight_name.endswith("_weights"):
+        return weight_name[:-len("_weights")] + "_bn_scale"
+    if weight_name.endswith(".conv.weights"):
+        return weight_name[:-len(".conv.weights")] + ".bn.scale"
+    if weight_name.endswith(".w_0"):
+        return None
+    return None
+
+
+def _bn_scale_pruner_class():
+    slim = compat.import_paddleslim()
+    base = slim.dygraph.prune.L1NormFilterPruner
+
+    class BNScaleFilterPruner(base):
+        """Removes the filters whose following BN scale |gamma| is smallest."""
+        by_name = {}
+
+        def cal_mask(self, pruned_ratio, collection, num_head=-1):
+            scale = self.by_name.get(bn_scale_name(collection.master_name))
+            if scale is None:
+                return super().cal_mask(pruned_ratio, collection, num_head)
+            score = np.abs(scale.numpy())
+            order = score.argsort(kind="stable")
+            n = min(len(order) - 1, int(round(len(order) * pruned_ratio)))
+            mask = np.ones(len(order), dtype="int32")
+            mask[order[:n]] = 0
+            return mask
+
+    return BNScaleFilterPruner
+
+
+class FilterPruner:
+    """Prune and restore filters of ``model`` in place (real pruning: shapes change)."""
+
+    def __init__(self, model, criterion="l1_norm"):
+        if criterion not in CRITERIA:
+            raise UserError(f"unknown criterion '{criterion}': choose one of "
+                            f"{', '.join(CRITERIA)}")
+        self.model = model
+        self.criterion = criterion
+        was_training = model.training
+        model.eval()
+        shape = [1, 3, TRACE_SIZE, TRACE_SIZE]
+        wrapped = RawOutputs(model)
+        if criterion == "bn_scale":
+            cls = _bn_scale_pruner_class()
+            self._pruner = cls(wrapped, shape, skip_leaves=True)
+            self._pruner.by_name = {p.name: p for p in model.parameters()}
+        else:
+            self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
+        if was_training:
+            model.train()
+        self.groups = set(compat.prunable_params(self._pruner))
+        self.pruned = False
+
+    def check(self, names):
+        missing = [n for n in names if n not in self.groups]
+        if missing:
+            raise UserError(f"'{missing[0]}' has no pruning group of its own (its channels are "
+                            f"tied to another conv's, e.g. through an add): name that conv")
+
+    def prune(self, ratios):
+        """``{param_name: ratio}`` -> prune all at once (one plan: concat consumers get one
+        combined mask). Returns ``{param_name: kept filters}`` for the named convs."""
+        self.check(ratios)
+        if self.pruned:
+            self.restore()
+        compat.prune_vars(self._pruner, {k: float(v) for k, v in ratios.items()})
+        self.pruned = True
+        shapes = {p.name: p.shape for p in self.model.parameters()}
+        return {n: shapes[n][0] for n in ratios}
+
+    def restore(self):
+        compat.restore(self._pruner)
+        self.pruned = False
+
+    def drop_backups(self):
+        """Make the current pruning permanent (frees the backups kept for restore)."""
+        for layer in self.model.sublayers(include_self=True):
+            for key in [k for k in layer._buffers if k.endswith("_backup")]:
+                del layer._buffers[key]
+        self.pruned = False

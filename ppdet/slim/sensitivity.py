@@ -1,0 +1,162 @@
+"""Sensitivity analysis: for each conv and ratio, prune, re-evaluate, record the loss.
+
+loss = (baseline_mAP - pruned_mAP) / baseline_mAP, PaddleSlim's definition. The eval set
+is decoded and preprocessed once per process (``EvalCache``); the model is pruned and
+restored in place; nothing is rebuilt per measurement.
+"""
+import copy
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+from ppdet.data.transforms import Compose
+from ppdet.engine.evaluate import _valid
+from ppdet.utils.cli import UserError
+
+__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "plan_pairs", "run_sensitivity",
+           "DEFAULT_RATIOS"]
+
+DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+class EvalCache:
+    """The eval images after the EvalReader's sample transforms, in one pre-allocated
+    float32 array (``np.stack`` would double the peak memory)."""
+
+    def __init__(self, dataset, sample_transforms, max_samples=None, progress=True):
+        records = dataset.records[:max_samples] if max_samples else list(dataset.records)
+        if not records:
+            raise UserError("the eval set is empty")
+        self.dataset = copy.copy(dataset)
+        self.dataset.records = records
+        self.transform_cfg = sample_transforms
+        transform = Compose(sample_transforms)
+        n = len(records)
+        self.images = None
+        self.im_shape = np.zeros((n, 2), "float32")
+        self.scale_factor = np.zeros((n, 2), "float32")
+        self.im_id = np.zeros((n,), "int64")
+        for i, rec in enumerate(tqdm(records, desc="caching eval set", disable=not progress,
+                                     leave=False)):
+            s = transform(dict(rec))
+            if self.images is None:
+                self.images = np.empty((n,) + s["image"].shape, "float32")
+            if s["image"].shape != self.images.shape[1:]:
+                raise UserError("eval images differ in size after EvalReader transforms: use "
+                                "a Resize with a fixed target_size to cache them")
+            self.images[i] = s["image"]
+            self.im_shape[i] = s["im_shape"]
+            self.scale_factor[i] = s["scale_factor"]
+            self.im_id[i] = rec["im_id"]
+
+    def __len__(self):
+        return len(self.im_id)
+
+    @property
+    def image_size(self):
+        return list(self.images.shape[2:])
+
+    def digest(self):
+        h = hashlib.sha256()
+        for rec in self.dataset.records:
+            h.update(f"{os.path.basename(rec['im_file'])}:{rec['im_id']}:"
+                     f"{rec['gt_bbox'].round(2).tolist()}".encode())
+        h.update(json.dumps(self.transform_cfg, sort_keys=True).encode())
+        return h.hexdigest()
+
+    def batches(self, batch_size):
+        for s in range(0, len(self), batch_size):
+            e = s + batch_size
+            yield self.images[s:e], self.im_shape[s:e], self.scale_factor[s:e], self.im_id[s:e]
+
+
+class CachedEvaluator:
+    """``evaluator() -> mAP`` of the model as it is now, over the cached eval set."""
+
+    def __init__(self, model, cache, metric, batch_size=16):
+        self.model, self.cache, self.metric, self.batch_size = model, cache, metric, batch_size
+        self.calls = 0
+
+    def detections(self):
+        self.model.eval()
+        dets = {}
+        with paddle.no_grad():
+            for img, shape, scale, ids in self.cache.batches(self.batch_size):
+                outs = self.model.head_outputs(paddle.to_tensor(img))
+                out = self.model.predict_from_outputs(outs, paddle.to_tensor(shape),
+                                                      paddle.to_tensor(scale))
+                bbox = out["bbox"].numpy().reshape(-1, 6)
+                num = out["bbox_num"].numpy().reshape(-1)
+                if bbox.shape[0] != num.sum():
+                    num = np.zeros_like(num)
+                start = 0
+                for im_id, k in zip(ids, num):
+                    dets[int(im_id)] = _valid(bbox[start:start + k])
+                    start += k
+        return dets
+
+    def __call__(self):
+        self.calls += 1
+        return float(self.metric.score(self.detections()))
+
+
+def fingerprint(cfg, weights_path, cache, criterion):
+    """What a measurement depends on; a file measured under another is refused."""
+    model_keys = sorted(k for k in cfg if k[:1].isupper() and not k.endswith(("Reader",
+                                                                               "Dataset"))
+                        and k not in ("LearningRate", "OptimizerBuilder"))
+    model_cfg = {k: cfg[k] for k in model_keys}
+    model_cfg["architecture"] = cfg.get("architecture")
+    model_cfg["num_classes"] = cfg.get("num_classes")
+    h = hashlib.sha256()
+    with open(weights_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"model config": hashlib.sha256(json.dumps(model_cfg, sort_keys=True,
+                                                      default=str).encode()).hexdigest(),
+            "weights": h.hexdigest(), "eval set": cache.digest(), "criterion": criterion}
+
+
+def plan_pairs(params, ratios, shards=1, shard_id=0):
+    """All (param, ratio) pairs in a fixed order, split evenly: shard k takes every
+    n-th pair starting at k, so shards stay balanced across params and ratios."""
+    if shards < 1 or not 0 <= shard_id < shards:
+        raise UserError(f"--shard_id must be in [0, {shards}) and --shards >= 1")
+    pairs = [(p, r) for p in params for r in ratios]
+    return pairs[shard_id::shards]
+
+
+def run_sensitivity(pruner, evaluator, store, params, ratios, shards=1, shard_id=0,
+                    progress=True, log=print):
+    """Measure every pair of this shard not yet in ``store``; returns the store's data."""
+    if store.baseline is None:
+        tic = time.time()
+        store.set_baseline(evaluator())
+        log(f"baseline mAP {store.baseline * 100:.2f} ({time.time() - tic:.1f} s)")
+    else:
+        log(f"baseline mAP {store.baseline * 100:.2f} (from {os.path.basename(store.meta_path)})")
+    if store.baseline <= 0:
+        raise UserError("baseline mAP is 0: the model detects nothing on the eval set; check "
+                        "-o weights= (train the model first)")
+    mine = plan_pairs(params, ratios, shards, shard_id)
+    todo = [(p, r) for p, r in mine if not store.has(p, r)]
+    if len(todo) < len(mine):
+        log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
+            f"{store.path}")
+    bar = tqdm(todo, desc="sensitivity", disable=not progress, dynamic_ncols=True)
+    for name, ratio in bar:
+        kept = pruner.prune({name: ratio})[name]
+        try:
+            value = evaluator()
+        finally:
+            pruner.restore()
+        loss = (store.baseline - value) / store.baseline
+        store.add(name, ratio, loss)
+        bar.write(f"{name} ratio {ratio:.2f}: {kept} filters kept, mAP {value * 100:.2f}, "
+                  f"loss {loss:.4f}")
+    return store.data
