@@ -6,7 +6,7 @@ from ppdet.core.registry import DATASETS
 from ppdet.core.workspace import create
 
 __all__ = ["REPO_ROOT", "build_model", "build_dataset", "build_reader", "build_metric_for",
-           "resolve_path", "class_names_for"]
+           "resolve_path", "class_names_for", "image_size_for"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MODES = {"train": ("TrainDataset", "TrainReader"), "eval": ("EvalDataset", "EvalReader"),
@@ -76,3 +76,14 @@ def class_names_for(cfg):
         n = int(cfg.get("num_classes", 1))
         print(f"warning: class names unavailable ({e}); using 0..{n - 1}")
         return [str(i) for i in range(n)]
+
+
+def image_size_for(cfg, mode="test"):
+    """[H, W] of the network input for eval/test, from the reader's Resize."""
+    key = {"test": "TestReader", "eval": "EvalReader"}[mode]
+    for item in (cfg.get(key) or {}).get("sample_transforms", []):
+        if "Resize" in item:
+            size = item["Resize"].get("target_size")
+            return [int(size), int(size)] if isinstance(size, (int, float)) else \
+                [int(s) for s in size]
+    raise ConfigError(f"{key} has no Resize with a fixed target_size")

@@ -45,25 +45,19 @@ def _infer_cfg(cfg, class_names):
 def export_model(model, cfg, output_dir, class_names):
     """Write ``output_dir/model.pdmodel|.pdiparams`` and ``infer_cfg.yml``."""
     model.eval()
-    size = _image_size(cfg)
+    from ppdet.engine.builder import image_size_for
+    size = image_size_for(cfg, "test")
     spec = [paddle.static.InputSpec([None, 3, size[0], size[1]], "float32", "image"),
             paddle.static.InputSpec([None, 2], "float32", "im_shape"),
             paddle.static.InputSpec([None, 2], "float32", "scale_factor")]
     os.makedirs(output_dir, exist_ok=True)
-    with paddle.pir_utils.OldIrGuard():
+    # the old-IR flag only (OldIrGuard would also switch to static mode)
+    with paddle.pir_utils.DygraphOldIrGuard():
         static = paddle.jit.to_static(_ExportWrapper(model), input_spec=spec, full_graph=True)
         paddle.jit.save(static, os.path.join(output_dir, "model"))
     atomic_write_bytes(os.path.join(output_dir, "infer_cfg.yml"),
                        yaml.safe_dump(_infer_cfg(cfg, class_names), sort_keys=False).encode())
     return output_dir
-
-
-def _image_size(cfg):
-    for item in (cfg.get("TestReader") or {}).get("sample_transforms", []):
-        if "Resize" in item:
-            size = item["Resize"].get("target_size")
-            return [int(size), int(size)] if np.isscalar(size) else [int(s) for s in size]
-    return [None, None]
 
 
 def preprocess_image(image_rgb, steps):

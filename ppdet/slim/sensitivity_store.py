@@ -144,3 +144,26 @@ class SensitivityStore:
             _merge_into(on_disk, self.data)
             atomic_write_bytes(self.path, pickle.dumps(on_disk, protocol=2))
             self.data = on_disk
+
+
+def merge_with_sidecars(paths, output):
+    """Merge files (and their sidecars, which must agree) into ``output``, atomically."""
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"sensitivities file not found: {missing[0]}")
+    merged = merge_files(paths)
+    metas = []
+    for p in paths:
+        if os.path.isfile(p + META_SUFFIX):
+            with open(p + META_SUFFIX) as f:
+                metas.append((p, json.load(f)))
+    for p, meta in metas[1:]:
+        for key, value in meta.get("fingerprint", {}).items():
+            first = metas[0][1].get("fingerprint", {}).get(key)
+            if first is not None and first != value:
+                raise UserError(f"{p} was measured with another {key} than {metas[0][0]}: "
+                                f"these files cannot be merged")
+    atomic_write_bytes(output, pickle.dumps(merged, protocol=2))
+    if metas:
+        atomic_write_bytes(output + META_SUFFIX, json.dumps(metas[0][1], indent=1).encode())
+    return merged

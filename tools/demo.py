@@ -1,0 +1,59 @@
+"""`make demo`: the whole product on the embedded shapes set, as a user would run it.
+
+Each step is the documented command line, printed before it runs. Outputs go to
+output/demo/. Re-running skips the training when its final checkpoint is there.
+"""
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PY = sys.executable
+CFG = "configs/shapes/yolov3_mobilenet_v1_shapes.yml"
+OUT = "output/demo"
+VAL_IMAGE = "dataset/shapes/voc/JPEGImages/val_00000.jpg"
+WEIGHTS = f"{OUT}/yolov3_mobilenet_v1_shapes/model_final"
+SENS_CONVS = ",".join(["yolo_block.0.0.0.conv.weights", "yolo_block.0.tip.conv.weights",
+                       "yolo_transition.0.conv.weights", "yolo_block.1.tip.conv.weights",
+                       "yolo_block.2.0.1.conv.weights", "conv6_sep_weights"])
+
+
+def run(*args, background=False):
+    cmd = [PY, *args]
+    print("\n$ python " + " ".join(shlex.quote(a) for a in args), flush=True)
+    if background:
+        return subprocess.Popen(cmd, cwd=ROOT)
+    subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def main():
+    start = time.time()
+    os.makedirs(os.path.join(ROOT, OUT), exist_ok=True)
+    run("dataset/shapes/make_shapes.py", "--if-missing")
+    if not os.path.isfile(os.path.join(ROOT, WEIGHTS + ".pdparams")):
+        run("tools/train.py", "-c", CFG, "--eval", "-o", f"save_dir={OUT}")
+    run("tools/eval.py", "-c", CFG, "-o", f"weights={WEIGHTS}", "--output_eval", OUT)
+    run("tools/export_model.py", "-c", CFG, "-o", f"weights={WEIGHTS}",
+        "--output_dir", f"{OUT}/inference")
+    run("tools/infer.py", "-c", CFG, "-o", f"weights={WEIGHTS}", "--infer_img", VAL_IMAGE,
+        "--output_dir", f"{OUT}/drawn")
+    run("deploy/python/infer.py", "--model_dir", f"{OUT}/inference/yolov3_mobilenet_v1_shapes",
+        "--image_file", VAL_IMAGE,
+        "--output_dir", f"{OUT}/deployed")
+    # sensitivity, split by ratio over two processes, then merged
+    procs = [run("slim/sensitive/sensitive.py", "-c", CFG, "-o", f"weights={WEIGHTS}",
+                 "--pruned_params", SENS_CONVS, "--pruned_ratios", ratios,
+                 "--sensitivities_file", f"{OUT}/sens.data.{i}", background=True)
+             for i, ratios in enumerate(["0.1 0.3 0.5", "0.7 0.9"])]
+    if any(p.wait() for p in procs):
+        sys.exit("sensitivity analysis failed")
+    run("slim/sensitive/merge.py", f"{OUT}/sens.data.0", f"{OUT}/sens.data.1",
+        "-o", f"{OUT}/sensitivities.data")
+    run("slim/sensitive/analyze.py", f"{OUT}/sensitivities.data", "--loss", "0.05")
+    print(f"\ndemo finished in {(time.time() - start) / 60:.1f} min; outputs in {OUT}/")
+
+
+if __name__ == "__main__":
+    main()
