@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # ppdet is not installed
 
-from ppdet.data.shapes import IMAGE_SIZE, make_shapes  # noqa: E402
+from ppdet.data.shapes import IMAGE_SIZE, ensure_shapes, make_shapes  # noqa: E402
 
 
 def main(argv=None):
@@ -19,11 +19,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=600, help="number of training images")
     parser.add_argument("--val", type=int, default=120, help="number of validation images")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="do nothing when a complete set with these arguments is there")
     args = parser.parse_args(argv)
     start = time.time()
-    out = make_shapes(args.out, args.seed, args.train, args.val)
-    print(f"wrote {args.train} train + {args.val} val images ({IMAGE_SIZE}x{IMAGE_SIZE}) "
-          f"to {out}/voc and {out}/coco in {time.time() - start:.1f} s")
+    make = ensure_shapes if args.if_missing else make_shapes
+    out = make(args.out, args.seed, args.train, args.val)
+    print(f"shapes set: {args.train} train + {args.val} val images ({IMAGE_SIZE}x{IMAGE_SIZE}) "
+          f"in {out}/voc and {out}/coco ({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -116,11 +116,6 @@ class _Collate:
         return out
 
 
-def _worker_init(_worker_id):
-    import cv2
-    cv2.setNumThreads(1)  # the workers already use the cores
-
-
 class DetLoader:
     """Iterable of batches (dicts of numpy arrays) with ``len()`` = batches per epoch.
 
@@ -169,7 +164,7 @@ class DetLoader:
             self._paddle_loader = paddle.io.DataLoader(
                 self.samples, batch_sampler=self.sampler, collate_fn=self.collate,
                 num_workers=self.worker_num, use_shared_memory=self.use_shared_memory,
-                worker_init_fn=_worker_init, return_list=True)
+                return_list=True)  # no cv2.setNumThreads in workers: it hangs after fork
         return self._paddle_loader
 
 

@@ -25,6 +25,7 @@ MIN_VISIBLE = 0.7  # a placement is refused if it would hide more of an earlier 
 DIFFICULT_BELOW = 0.8  # objects less visible than this are marked difficult
 JPEG_QUALITY = 92
 SPLITS = ("train", "val")
+VERSION = 1  # bump when the generator changes, so ensure_shapes regenerates old sets
 
 
 def _background(rng, size):
@@ -139,7 +140,7 @@ def _voc_xml(name, objs, size):
 
 
 def _params(seed, n_train, n_val):
-    return {"seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
+    return {"version": VERSION, "seed": int(seed), "n_train": int(n_train), "n_val": int(n_val),
             "image_size": IMAGE_SIZE, "classes": list(CLASS_NAMES)}
 
 

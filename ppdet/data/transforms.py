@@ -5,6 +5,8 @@ A sample is a dict: the record fields plus ``image`` (HWC, RGB, uint8 or float32
 so results do not depend on worker processes). Batch transforms (``is_batch = True``) take
 and return a list of samples.
 """
+import os
+
 import cv2
 import numpy as np
 
@@ -38,7 +40,10 @@ class Decode:
     def __call__(self, sample):
         im = cv2.imread(sample["im_file"], cv2.IMREAD_COLOR)
         if im is None:
-            raise FileNotFoundError(f"cannot read image {sample['im_file']}")
+            path = sample["im_file"]
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"image not found: {path}")
+            raise ValueError(f"cannot decode image {path}")
         sample["image"] = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
         sample["h"], sample["w"] = im.shape[:2]
         sample["im_shape"] = np.array(im.shape[:2], np.float32)

@@ -71,6 +71,8 @@ class VOCDataSet(DetDataset):
         records = []
         for img, xml, ann in entries:
             img = img or self._find_image(xml, ann["filename"])
+            if not img.is_file():
+                raise FileNotFoundError(f"image {img} listed in {self.anno_path} not found")
             h, w = (ann["h"], ann["w"]) if ann["h"] > 0 and ann["w"] > 0 else image_hw(img)
             for name, _, _ in ann["objects"]:
                 if name not in cname2cid:
