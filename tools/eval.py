@@ -22,9 +22,9 @@ def main(argv=None):
     from ppdet.engine.builder import build_metric_for, build_model, build_reader
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.evaluate import evaluate
+    loader = build_reader(cfg, "eval")      # a missing dataset is reported before anything loads
     model = build_model(cfg)
     load_weights(model, cfg.get("weights"))
-    loader = build_reader(cfg, "eval")
     metric = build_metric_for(cfg, loader.dataset)
     result = evaluate(model, loader, metric, output_eval=args.output_eval)
     metric.log()

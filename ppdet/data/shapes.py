@@ -25,6 +25,8 @@ MIN_VISIBLE = 0.7  # a placement is refused if it would hide more of an earlier 
 DIFFICULT_BELOW = 0.8  # objects less visible than this are marked difficult
 JPEG_QUALITY = 92
 SPLITS = ("train", "val")
+MIN_SIDE = 16  # smallest box side, px
+MIN_OBJECTS, MAX_OBJECTS = 1, 4  # objects per image
 VERSION = 1  # bump when the generator changes, so ensure_shapes regenerates old sets
 
 
@@ -94,13 +96,13 @@ def _make_image(rng, size=IMAGE_SIZE):
     img = _background(rng, size)
     owner = np.full((size, size), -1, np.int16)  # which object each pixel shows
     objs = []
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))):
         for _attempt in range(30):
             cls = int(rng.integers(len(CLASS_NAMES)))
-            scale = np.exp(rng.uniform(np.log(18), np.log(90)))
+            scale = np.exp(rng.uniform(np.log(MIN_SIDE + 2), np.log(90)))
             aspect = rng.uniform(0.8, 1.25) if cls == 0 else np.exp(rng.uniform(-0.5, 0.5))
-            w = int(np.clip(scale * np.sqrt(aspect), 16, 96))
-            h = int(np.clip(scale / np.sqrt(aspect), 16, 96))
+            w = int(np.clip(scale * np.sqrt(aspect), MIN_SIDE, 96))
+            h = int(np.clip(scale / np.sqrt(aspect), MIN_SIDE, 96))
             x0, y0 = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
             filled = min(w, h) < 24 or rng.random() < 0.6
             mask = _shape_mask(rng, cls, x0, y0, w, h, filled, size)

@@ -48,8 +48,14 @@ def _bn_scale_pruner_class():
     base = slim.dygraph.prune.L1NormFilterPruner
 
     class BNScaleFilterPruner(base):
-        """Removes the filters whose following BN scale |gamma| is smallest."""
+        """Removes the filters whose following BN scale |gamma| is smallest.
+
+        ``optimal_threshold``: the ratio is a share of the summed squared scales, not of
+        the channels (PaddleSlim's rule): the smallest gammas whose squares add up to at
+        most ``ratio`` of the total go.
+        """
         by_name = {}
+        idx_selector = "default"
 
         def cal_mask(self, pruned_ratio, collection, num_head=-1):
             scale = self.by_name.get(bn_scale_name(collection.master_name))
@@ -57,7 +63,12 @@ def _bn_scale_pruner_class():
                 return super().cal_mask(pruned_ratio, collection, num_head)
             score = np.abs(scale.numpy())
             order = score.argsort(kind="stable")
-            n = min(len(order) - 1, int(round(len(order) * pruned_ratio)))
+            if self.idx_selector == "optimal_threshold":
+                energy = np.cumsum(score[order] ** 2) / max(float((score ** 2).sum()), 1e-12)
+                n = int(np.searchsorted(energy, pruned_ratio, side="right"))
+            else:
+                n = int(round(len(order) * pruned_ratio))
+            n = min(len(order) - 1, n)
             mask = np.ones(len(order), dtype="int32")
             mask[order[:n]] = 0
             return mask
@@ -68,10 +79,15 @@ def _bn_scale_pruner_class():
 class FilterPruner:
     """Prune and restore filters of ``model`` in place (real pruning: shapes change)."""
 
-    def __init__(self, model, criterion="l1_norm"):
+    def __init__(self, model, criterion="l1_norm", idx_selector="default"):
         if criterion not in CRITERIA:
             raise UserError(f"unknown criterion '{criterion}': choose one of "
                             f"{', '.join(CRITERIA)}")
+        if idx_selector not in ("default", "optimal_threshold"):
+            raise UserError(f"unknown idx_selector '{idx_selector}': default or "
+                            f"optimal_threshold")
+        if idx_selector == "optimal_threshold" and criterion != "bn_scale":
+            raise UserError("--idx_selector optimal_threshold works with --criterion bn_scale")
         self.model = model
         self.criterion = criterion
         was_training = model.training
@@ -82,6 +98,7 @@ class FilterPruner:
             cls = _bn_scale_pruner_class()
             self._pruner = cls(wrapped, shape, skip_leaves=True)
             self._pruner.by_name = {p.name: p for p in model.parameters()}
+            self._pruner.idx_selector = idx_selector
         else:
             self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
         if was_training:

@@ -1,4 +1,4 @@
-"""A tiny YOLOv3 trained once per test session on the shapes set (a few minutes on CPU).
+"""Shared fixtures. A tiny YOLOv3 is trained once per session on the shapes set (minutes).
 
 Set PPDET_TEST_WEIGHTS=path/to/model (no suffix) to reuse weights trained elsewhere.
 The weights are cached under output/test_cache/<key>, keyed by the model source and
@@ -44,3 +44,18 @@ def trained_weights():
         set_seed(0)
         Trainer(cfg, save_dir=out).train()
     return final
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shapes_root():
+    from ppdet.data.shapes import ensure_shapes
+    return str(ensure_shapes())
+
+
+@pytest.fixture(scope="session")
+def trained(shapes_root):
+    """Path (no suffix) of tiny YOLOv3 weights trained on the shapes set."""
+    return trained_weights()

@@ -1,0 +1,100 @@
+"""Sensitivity analysis speed: this toolkit vs paddleslim's own loop, same process.
+
+    python bench/bench_sensitivity.py -o weights=output/demo/yolov3_mobilenet_v1_shapes/model_final
+
+Same model, weights, eval set and convs:
+(a) ppdet.slim.sensitivity.run_sensitivity: eval set cached once, batched forward, prune and
+    restore in place;
+(b) the reference a user would otherwise write: paddleslim ``FilterPruner.sensitive`` (with
+    the concat worker, so the same convs are pruned) and an ``eval_func`` that iterates the
+    standard EvalReader data loader each time.
+Also (c): one evaluation of the unpruned model over the cached set, to check that (a)'s
+total is close to (number of evaluations x c). paddleslim divides by (baseline + 1e-3):
+its losses are rescaled by (baseline + 1e-3) / baseline before comparing.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CONVS = ["yolo_block.0.0.0.conv.weights", "yolo_block.0.tip.conv.weights",
+         "yolo_transition.0.conv.weights", "yolo_block.1.2.conv.weights",
+         "yolo_transition.1.conv.weights", "yolo_block.2.tip.conv.weights"]
+RATIOS = [round(0.1 * i, 2) for i in range(1, 10)]     # paddleslim's fixed list
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-c", "--config", default="configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+    parser.add_argument("-o", "--opt", nargs="+", default=[])
+    parser.add_argument("--convs", default=",".join(CONVS))
+    args = parser.parse_args()
+
+    from ppdet.core.config import load_config
+    from ppdet.engine.builder import build_dataset, build_metric_for, build_model, build_reader
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.engine.evaluate import evaluate
+    from ppdet.slim import compat
+    from ppdet.slim.pruner import FilterPruner, RawOutputs
+    from ppdet.slim.sensitivity import CachedEvaluator, EvalCache, run_sensitivity
+    from ppdet.slim.sensitivity_store import SensitivityStore
+    cfg = load_config(os.path.join(ROOT, args.config), args.opt + ["EvalReader.worker_num=0"])
+    convs = args.convs.split(",")
+    model = build_model(cfg)
+    load_weights(model, cfg["weights"])
+    tmp = tempfile.mkdtemp()
+
+    # (a) this toolkit, including building the cache
+    tic = time.perf_counter()
+    cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
+                      progress=False)
+    evaluator = CachedEvaluator(model, cache, build_metric_for(cfg, cache.dataset))
+    store = SensitivityStore(os.path.join(tmp, "a.data"), {"bench": "a"})
+    pruner = FilterPruner(model)
+    ours = run_sensitivity(pruner, evaluator, store, convs, RATIOS, progress=False,
+                           log=lambda *_: None)
+    t_a = time.perf_counter() - tic
+    n_eval = evaluator.calls
+
+    # (c) one evaluation of the unpruned model over the cached set
+    evaluator()
+    tic = time.perf_counter()
+    for _ in range(3):
+        evaluator()
+    t_c = (time.perf_counter() - tic) / 3
+
+    # (b) paddleslim's loop with a DataLoader-iterating eval function
+    loader = build_reader(cfg, "eval")
+    metric = build_metric_for(cfg, loader.dataset)
+
+    def eval_func():
+        return float(evaluate(model, loader, metric, progress=False)["mAP"])
+
+    tic = time.perf_counter()
+    ref_pruner = compat.make_pruner(RawOutputs(model), [1, 3, 64, 64], criterion="l1_norm")
+    theirs = ref_pruner.sensitive(eval_func=eval_func, target_vars=list(convs), skip_vars=[])
+    t_b = time.perf_counter() - tic
+
+    base = store.baseline
+    diffs = [abs(ours[n][r] - theirs[n][r] * (base + 1e-3) / base) for n in convs
+             for r in RATIOS]
+    print(f"\n{len(convs)} convs x {len(RATIOS)} ratios = {len(convs) * len(RATIOS)} "
+          f"measurements, {len(cache)} eval images, {n_eval} evaluations by (a)\n")
+    print("| run | seconds | s / measurement | ratio |\n|---|---|---|---|")
+    m = len(convs) * len(RATIOS)
+    print(f"| (b) paddleslim FilterPruner.sensitive + DataLoader eval (reference) | {t_b:.1f} "
+          f"| {t_b / m:.3f} | 1.00x |")
+    print(f"| (a) slim/sensitive (cached eval set, prune/restore in place) | {t_a:.1f} | "
+          f"{t_a / m:.3f} | {t_b / t_a:.2f}x faster (target >= 3x) |")
+    print(f"| (c) {n_eval} x one unpruned evaluation over the cache | {n_eval * t_c:.1f} | "
+          f"{n_eval * t_c / m:.3f} | (a) / (c) = {t_a / (n_eval * t_c):.2f} (target <= 1.15) |")
+    print(f"\nmax |loss(a) - loss(b)| = {max(diffs):.2e} (target <= 1e-6); "
+          f"baseline mAP {base * 100:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Training loop, checkpoints, eval/infer/export tools on the tiny YOLOv3."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+from ppdet.core.config import load_config
+from ppdet.engine import checkpoint as ckpt
+from ppdet.engine.builder import build_model
+from ppdet.engine.export import Predictor, export_model, preprocess_image
+from ppdet.engine.trainer import Trainer, set_seed
+from ppdet.slim.pruner import FilterPruner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+SMALL = ["TrainDataset.sample_num=32", "TrainReader.batch_size=8", "TrainReader.worker_num=0",
+         "TrainReader.batch_transforms=[{BatchRandomResize: {target_size: [96, 128]}}, "
+         "{NormalizeBox: {}}, {PadBox: {num_max_boxes: 20}}, {BboxXYXY2XYWH: {}}, "
+         "{NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}, "
+         "{Permute: {}}]", "snapshot_epoch=1"]
+
+
+def _params(model):
+    return {p.name: p.numpy().copy() for p in model.parameters()}
+
+
+def test_resume_continues_exactly(tmp_path, shapes_root):
+    cfg = load_config(CFG, SMALL + ["epoch=2"])
+    set_seed(0)
+    straight = Trainer(cfg, save_dir=str(tmp_path / "a"))
+    straight.train()
+    set_seed(0)
+    first = Trainer(load_config(CFG, SMALL + ["epoch=1"]), save_dir=str(tmp_path / "b"))
+    first.train()
+    assert os.path.isfile(tmp_path / "b" / "0.pdparams")
+    assert os.path.isfile(tmp_path / "b" / "0.pdopt")
+    set_seed(123)                                  # resume must not depend on the seed state
+    resumed = Trainer(cfg, save_dir=str(tmp_path / "b"))
+    resumed.resume(str(tmp_path / "b" / "0"))
+    assert resumed.start_epoch == 1
+    resumed.train()
+    a, b = _params(straight.model), _params(resumed.model)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert abs(straight.lr.get_lr() - resumed.lr.get_lr()) < 1e-12
+
+
+def test_strict_loading_names_the_bad_parameter(tmp_path):
+    cfg = load_config(CFG)
+    model = build_model(cfg)
+    ckpt.save_checkpoint(model, str(tmp_path / "m"))
+    other = build_model(load_config(CFG, ["num_classes=6"]))
+    with pytest.raises(ckpt.CheckpointError, match="shape mismatch for 'yolo_head.outputs.0"):
+        ckpt.load_weights(other, str(tmp_path / "m"))
+    state = paddle.load(str(tmp_path / "m.pdparams"))
+    state.pop("backbone.conv1.conv.weight")
+    paddle.save(state, str(tmp_path / "cut.pdparams"))
+    with pytest.raises(ckpt.CheckpointError, match="backbone.conv1.conv.weight.*missing"):
+        ckpt.load_weights(build_model(cfg), str(tmp_path / "cut"))
+    (tmp_path / "junk.pdparams").write_bytes(b"\x00garbage")
+    with pytest.raises(ckpt.CheckpointError, match="cannot read weights"):
+        ckpt.load_weights(build_model(cfg), str(tmp_path / "junk"))
+
+
+def test_pruned_checkpoint_rebuilds_its_shapes(tmp_path):
+    cfg = load_config(CFG)
+    paddle.seed(1)
+    model = build_model(cfg)
+    FilterPruner(model).prune({"yolo_transition.0.conv.weights": 0.5,
+                               "conv5_3_sep_weights": 0.25})
+    ckpt.save_checkpoint(model, str(tmp_path / "pruned"), plan=ckpt.channel_plan(model))
+    fresh = build_model(cfg)
+    ckpt.load_weights(fresh, str(tmp_path / "pruned"))
+    assert {p.name: p.shape for p in fresh.parameters()} == \
+        {p.name: p.shape for p in model.parameters()}
+    x = paddle.randn([1, 3, 96, 96])
+    model.eval()
+    fresh.eval()
+    for a, b in zip(model.head_outputs(x), fresh.head_outputs(x)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    # a plain state dict (no channel plan) of pruned shapes is refused, not half-loaded
+    state = paddle.load(str(tmp_path / "pruned.pdparams"))
+    state.pop(ckpt.META_KEY)
+    paddle.save(state, str(tmp_path / "plain.pdparams"))
+    with pytest.raises(ckpt.CheckpointError, match="shape mismatch"):
+        ckpt.load_weights(build_model(cfg), str(tmp_path / "plain"))
+
+
+def test_export_matches_dygraph_with_onednn(tmp_path, trained):
+    cfg = load_config(CFG)
+    model = build_model(cfg)
+    ckpt.load_weights(model, trained)
+    model.eval()
+    out = export_model(model, cfg, str(tmp_path / "export"), ["a", "b", "c", "d"])
+    assert os.path.isfile(os.path.join(out, "model.pdmodel"))
+    predictor = Predictor(out, use_mkldnn=True)
+    images = sorted(os.listdir(os.path.join(ROOT, "dataset/shapes/voc/JPEGImages")))[-3:]
+    compared = 0
+    for name in images:
+        rgb = cv2.imread(os.path.join(ROOT, "dataset/shapes/voc/JPEGImages", name))[:, :, ::-1]
+        got, _ = predictor.predict_image(rgb)
+        x, shape, scale = preprocess_image(rgb, predictor.infer_cfg["Preprocess"])
+        with paddle.no_grad():
+            ref = model({"image": paddle.to_tensor(x[None]),
+                         "im_shape": paddle.to_tensor(shape[None]),
+                         "scale_factor": paddle.to_tensor(scale[None])})["bbox"].numpy()
+        top_ref = ref[ref[:, 1] > 0.05]
+        top_got = got[got[:, 1] > 0.05]
+        assert top_ref.shape == top_got.shape
+        np.testing.assert_allclose(top_got[:, 2:], top_ref[:, 2:], rtol=1e-3, atol=1e-2)
+        np.testing.assert_allclose(top_got[:, :2], top_ref[:, :2], atol=1e-3)
+        compared += len(top_ref)
+    assert compared > 0
+
+
+def _tool(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_eval_and_infer_tools(tmp_path, trained):
+    r = _tool("tools/eval.py", "-c", CFG, "-o", f"weights={trained}", "EvalDataset.sample_num=24",
+              "--output_eval", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "mAP(0.50, 11point)" in r.stdout
+    assert os.path.getsize(tmp_path / "bbox.json") > 2
+    img = os.path.join(ROOT, "dataset/shapes/voc/JPEGImages/val_00001.jpg")
+    r = _tool("tools/infer.py", "-c", CFG, "-o", f"weights={trained}", "--infer_img", img,
+              "--output_dir", str(tmp_path / "drawn"), "--draw_threshold", "0.05")
+    assert r.returncode == 0, r.stderr
+    drawn = cv2.imread(str(tmp_path / "drawn" / "val_00001.jpg"))
+    assert drawn is not None and drawn.shape == cv2.imread(img).shape
+    assert np.abs(drawn.astype(int) - cv2.imread(img).astype(int)).max() > 100   # boxes drawn
+
+
+@pytest.mark.parametrize("opt, message", [
+    ("weights=https://paddledet.bj.bcebos.com/models/yolov3.pdparams", "offline"),
+    ("weights=/nonexistent/model_final", "weights not found"),
+    ("EvalDataset.dataset_dir=dataset/shapes/nowhere", "make_shapes.py"),
+    ("epochs=3", "did you mean epoch"),
+])
+def test_tools_fail_with_one_line(opt, message, tmp_path):
+    r = _tool("tools/eval.py", "-c", CFG, "-o", opt)
+    assert r.returncode == 2
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
