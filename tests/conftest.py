@@ -10,9 +10,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 # short recipe: enough for a clearly non-zero mAP, which is all the tests need
-RECIPE = ["epoch=6", "snapshot_epoch=6", "TrainReader.batch_size=8", "TrainReader.worker_num=1",
-          "LearningRate.base_lr=0.003", "OptimizerBuilder.optimizer={type: Adam}",
-          "OptimizerBuilder.regularizer={type: L2, factor: 0.00001}",
+RECIPE = ["epoch=6", "snapshot_epoch=6",
           "LearningRate.schedulers=[{name: PiecewiseDecay, milestones: [5]}, "
           "{name: LinearWarmup, start_factor: 0.1, steps: 100}]"]
 

@@ -27,6 +27,7 @@ JPEG_QUALITY = 92
 SPLITS = ("train", "val")
 MIN_SIDE = 16  # smallest box side, px
 MIN_OBJECTS, MAX_OBJECTS = 1, 4  # objects per image
+FILLED_SHARE = 0.6  # the rest are outlines
 VERSION = 1  # bump when the generator changes, so ensure_shapes regenerates old sets
 
 
@@ -104,7 +105,7 @@ def _make_image(rng, size=IMAGE_SIZE):
             w = int(np.clip(scale * np.sqrt(aspect), MIN_SIDE, 96))
             h = int(np.clip(scale / np.sqrt(aspect), MIN_SIDE, 96))
             x0, y0 = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
-            filled = min(w, h) < 24 or rng.random() < 0.6
+            filled = min(w, h) < 24 or rng.random() < FILLED_SHARE
             mask = _shape_mask(rng, cls, x0, y0, w, h, filled, size)
             ys, xs = np.nonzero(mask)
             box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)

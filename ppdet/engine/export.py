@@ -114,3 +114,34 @@ class Predictor:
     def predict_image(self, image_rgb):
         img, im_shape, scale = preprocess_image(image_rgb, self.infer_cfg["Preprocess"])
         return self.run(img[None], im_shape[None], scale[None])
+
+
+def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05):
+    """Run the exported model (Paddle Inference) and the dygraph model on the same images.
+
+    Returns (images compared, boxes compared, max |box diff| relative to the box scale,
+    max |score diff|). Raises AssertionError when the kept detections differ.
+    """
+    import cv2
+    predictor = Predictor(model_dir, use_mkldnn=use_mkldnn)
+    model.eval()
+    worst_box, worst_score, boxes = 0.0, 0.0, 0
+    for path in image_files:
+        rgb = cv2.imread(path)[:, :, ::-1]
+        got, _ = predictor.predict_image(rgb)
+        x, shape, scale = preprocess_image(rgb, predictor.infer_cfg["Preprocess"])
+        with paddle.no_grad():
+            ref = model({"image": paddle.to_tensor(x[None]),
+                         "im_shape": paddle.to_tensor(shape[None]),
+                         "scale_factor": paddle.to_tensor(scale[None])})["bbox"].numpy()
+        got = got[(got[:, 0] >= 0) & (got[:, 1] >= score_min)]
+        ref = ref[(ref[:, 0] >= 0) & (ref[:, 1] >= score_min)]
+        if got.shape != ref.shape or not np.array_equal(got[:, 0], ref[:, 0]):
+            raise AssertionError(f"{path}: exported model kept {len(got)} boxes, dygraph "
+                                 f"{len(ref)}")
+        if len(ref):
+            scale_ref = np.maximum(np.abs(ref[:, 2:]).max(), 1.0)
+            worst_box = max(worst_box, float(np.abs(got[:, 2:] - ref[:, 2:]).max() / scale_ref))
+            worst_score = max(worst_score, float(np.abs(got[:, 1] - ref[:, 1]).max()))
+        boxes += len(ref)
+    return len(image_files), boxes, worst_box, worst_score

@@ -7,12 +7,13 @@ Two naming schemes are used by the static-era models users know:
 ``'dotted'``: ``yolo_block.0.0.0.conv.weights``, ``yolo_block.0.0.0.bn.scale`` ... (YOLOv3)
 """
 
+import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle import ParamAttr
 from paddle.nn.initializer import Constant, KaimingNormal
 
-__all__ = ["ConvBNLayer", "param_names"]
+__all__ = ["ConvBNLayer", "Upsample2x", "param_names"]
 
 
 def param_names(name, scheme):
@@ -46,17 +47,35 @@ class ConvBNLayer(nn.Layer):
             bias_attr=ParamAttr(name=names["offset"], initializer=Constant(0.)),
             moving_mean_name=names["mean"], moving_variance_name=names["var"])
 
+    # set only while a channel-masked program is traced (ppdet.slim.fast_eval)
+    channel_mask = None
+
     def forward(self, x):
         x = self.bn(self.conv(x))
         if self.act == "relu":
             x = F.relu(x)
         elif self.act == "leaky":
             x = F.leaky_relu(x, 0.1)
+        if self.channel_mask is not None:
+            x = x * self.channel_mask
         return x
 
 
-def upsample2x(x):
-    """Nearest 2x upsampling."""
-    return F.interpolate(x, scale_factor=2., mode="nearest")
+class Upsample2x(nn.Layer):
+    """Nearest 2x upsampling.
+
+    ``interpolate`` is what the graph pruner knows how to walk through, and what export
+    uses; ``repeat`` computes the same values with ops that a program compiled with oneDNN
+    can run (its interpolate kernel rejects the scale attribute).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.mode = "interpolate"
+
+    def forward(self, x):
+        if self.mode == "repeat":
+            return paddle.repeat_interleave(paddle.repeat_interleave(x, 2, axis=2), 2, axis=3)
+        return F.interpolate(x, scale_factor=2., mode="nearest")
 
 

@@ -4,6 +4,8 @@ concat worker from ``compat``) serves sensitivity analysis, ratio search and pru
 Pruning a conv's filters removes the matching channels of its BN, of every consumer conv
 (through concat routes and upsampling) and of depthwise convs fed by it.
 """
+import logging
+
 import numpy as np
 import paddle
 
@@ -31,6 +33,13 @@ def model_flops(model, image_size):
     """paddleslim's FLOPs count (multiply-adds, batch 1) at ``image_size`` [H, W]."""
     h, w = image_size
     return compat.dygraph_flops(RawOutputs(model), [1, 3, int(h), int(w)])
+
+
+def _quiet_paddleslim():
+    """paddleslim logs every pruned variable at INFO: thousands of lines in a sensitivity run."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("paddleslim"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def bn_scale_name(weight_name):
@@ -103,6 +112,7 @@ class FilterPruner:
             self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
         if was_training:
             model.train()
+        _quiet_paddleslim()
         self.groups = set(compat.prunable_params(self._pruner))
         self.pruned = False
 
@@ -122,6 +132,12 @@ class FilterPruner:
         self.pruned = True
         shapes = {p.name: p.shape for p in self.model.parameters()}
         return {n: shapes[n][0] for n in ratios}
+
+    def plan(self, ratios):
+        """The paddleslim pruning plan for ``ratios``, not applied to the model."""
+        self.check(ratios)
+        return self._pruner.prune_vars({k: float(v) for k, v in ratios.items()}, 0,
+                                       apply=None)
 
     def restore(self):
         compat.restore(self._pruner)

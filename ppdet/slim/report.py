@@ -1,7 +1,7 @@
 """Pictures and tables of sensitivity results."""
 import os
 
-__all__ = ["plot_sensitivities", "sensitivity_table"]
+__all__ = ["plot_sensitivities", "sensitivity_table", "model_row", "report_table"]
 
 
 def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None):
@@ -39,4 +39,43 @@ def sensitivity_table(sensitivities, ratios=None):
                  for c in cols]
         chosen = f"{ratios[name]:.3f}" if ratios and name in ratios else "-"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {chosen} |")
+    return "\n".join(lines)
+
+
+def model_row(cfg, weights, workdir, latency_threads=1):
+    """mAP, params, FLOPs, exported size and Paddle Inference latency of one checkpoint."""
+    from ppdet.engine.builder import (
+        build_metric_for,
+        build_model,
+        build_reader,
+        class_names_for,
+        image_size_for,
+    )
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.engine.evaluate import evaluate
+    from ppdet.engine.export import export_model
+    from ppdet.engine.latency import measure_latency
+    from ppdet.slim.prune_plan import count_params
+    from ppdet.slim.pruner import model_flops
+    model = build_model(cfg)
+    load_weights(model, weights)
+    loader = build_reader(cfg, "eval")
+    result = evaluate(model, loader, build_metric_for(cfg, loader.dataset), progress=False)
+    size = image_size_for(cfg, "test")
+    out = export_model(model, cfg, workdir, class_names_for(cfg))
+    mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
+    return {"mAP": result["mAP"] * 100, "params": count_params(model) / 1e6,
+            "flops": model_flops(model, size) / 1e6, "size": mb,
+            "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads)}
+
+
+def report_table(rows):
+    """Markdown: one row per (label, model_row)."""
+    base = rows[0][1]
+    lines = ["| model | mAP (VOC, x100) | params (M) | FLOPs (M) | size (MB) | latency (ms) "
+             "| speed-up |", "|---|---|---|---|---|---|---|"]
+    for label, r in rows:
+        lines.append(f"| {label} | {r['mAP']:.2f} | {r['params']:.3f} | {r['flops']:.1f} "
+                     f"({r['flops'] / base['flops'] - 1:+.0%}) | {r['size']:.2f} | "
+                     f"{r['latency']:.2f} | {base['latency'] / r['latency']:.2f}x |")
     return "\n".join(lines)

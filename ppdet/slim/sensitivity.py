@@ -19,7 +19,7 @@ from ppdet.engine.evaluate import _valid
 from ppdet.utils.cli import UserError
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "plan_pairs", "run_sensitivity",
-           "DEFAULT_RATIOS"]
+           "RealPruneMeasure", "MaskedMeasure", "DEFAULT_RATIOS"]
 
 DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -131,12 +131,58 @@ def plan_pairs(params, ratios, shards=1, shard_id=0):
     return pairs[shard_id::shards]
 
 
-def run_sensitivity(pruner, evaluator, store, params, ratios, shards=1, shard_id=0,
-                    progress=True, log=print):
-    """Measure every pair of this shard not yet in ``store``; returns the store's data."""
+class RealPruneMeasure:
+    """Prune the model for real, evaluate it eagerly, restore it."""
+
+    def __init__(self, pruner, evaluator):
+        self.pruner, self.evaluator = pruner, evaluator
+
+    def baseline(self):
+        return self.evaluator()
+
+    def __call__(self, name, ratio):
+        kept = self.pruner.prune({name: ratio})[name]
+        try:
+            return self.evaluator(), kept
+        finally:
+            self.pruner.restore()
+
+    @property
+    def calls(self):
+        return self.evaluator.calls
+
+
+class MaskedMeasure:
+    """Zero the pruned channels in one compiled program (see ppdet.slim.fast_eval): the
+    same plan as real pruning, and the same mAP, several times faster."""
+
+    def __init__(self, evaluator):
+        self.evaluator = evaluator
+
+    def baseline(self):
+        return self.evaluator()
+
+    def __call__(self, name, ratio):
+        masks = self.evaluator.masks_for({name: ratio})
+        a, b = self.evaluator.offsets[self.evaluator.index[name]]
+        self.evaluator.calls += 1
+        return float(self.evaluator.metric.score(self.evaluator.detections(masks))), \
+            int(masks[a:b].sum())
+
+    @property
+    def calls(self):
+        return self.evaluator.calls
+
+
+def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progress=True,
+                    log=print):
+    """Measure every pair of this shard not yet in ``store``; returns the store's data.
+
+    ``measure(name, ratio) -> (mAP, filters kept)``; ``measure.baseline() -> mAP``.
+    """
     if store.baseline is None:
         tic = time.time()
-        store.set_baseline(evaluator())
+        store.set_baseline(measure.baseline())
         log(f"baseline mAP {store.baseline * 100:.2f} ({time.time() - tic:.1f} s)")
     else:
         log(f"baseline mAP {store.baseline * 100:.2f} (from {os.path.basename(store.meta_path)})")
@@ -150,11 +196,7 @@ def run_sensitivity(pruner, evaluator, store, params, ratios, shards=1, shard_id
             f"{store.path}")
     bar = tqdm(todo, desc="sensitivity", disable=not progress, dynamic_ncols=True)
     for name, ratio in bar:
-        kept = pruner.prune({name: ratio})[name]
-        try:
-            value = evaluator()
-        finally:
-            pruner.restore()
+        value, kept = measure(name, ratio)
         loss = (store.baseline - value) / store.baseline
         store.add(name, ratio, loss)
         bar.write(f"{name} ratio {ratio:.2f}: {kept} filters kept, mAP {value * 100:.2f}, "

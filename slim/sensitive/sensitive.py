@@ -42,6 +42,11 @@ def main(argv=None):
     parser.add_argument("--eval_samples", type=int, default=None,
                         help="evaluate on the first N eval images only (quick looks)")
     parser.add_argument("--batch_size", type=int, default=16, help="eval batch size")
+    parser.add_argument("--mode", default="fast", choices=["fast", "real"],
+                        help="fast: one oneDNN program, pruned channels zeroed (same mAP); "
+                             "real: prune the dygraph model each time (slower)")
+    parser.add_argument("--cpu_threads", type=int, default=1,
+                        help="threads of the fast-mode predictor (1 suits parallel processes)")
     parser.add_argument("--shards", type=int, default=None, help="split pairs into N shards")
     parser.add_argument("--shard_id", type=int, default=None, help="which shard to run")
     args = parser.parse_args(argv)
@@ -62,7 +67,14 @@ def main(argv=None):
     from ppdet.engine.builder import build_dataset, build_metric_for
     from ppdet.engine.checkpoint import load_weights, resolve_weights
     from ppdet.slim.pruner import FilterPruner
-    from ppdet.slim.sensitivity import CachedEvaluator, EvalCache, fingerprint, run_sensitivity
+    from ppdet.slim.sensitivity import (
+        CachedEvaluator,
+        EvalCache,
+        MaskedMeasure,
+        RealPruneMeasure,
+        fingerprint,
+        run_sensitivity,
+    )
     from ppdet.slim.sensitivity_store import SensitivityStore
     load_weights(model, cfg.get("weights"))
     cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
@@ -72,11 +84,17 @@ def main(argv=None):
     store = SensitivityStore(args.sensitivities_file, fp)
     pruner = FilterPruner(model, args.criterion)
     pruner.check(params)
-    evaluator = CachedEvaluator(model, cache, build_metric_for(cfg, cache.dataset),
-                                args.batch_size)
+    metric = build_metric_for(cfg, cache.dataset)
+    if args.mode == "fast":
+        from ppdet.slim.fast_eval import MaskedEvaluator
+        measure = MaskedMeasure(MaskedEvaluator(model, cache, metric, pruner, args.batch_size,
+                                                threads=args.cpu_threads))
+    else:
+        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric,
+                                                           args.batch_size))
     print(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-          f"{len(cache)} eval images -> {store.path}")
-    return run_sensitivity(pruner, evaluator, store, params, ratios, shards, shard_id)
+          f"{len(cache)} eval images, {args.mode} mode -> {store.path}")
+    return run_sensitivity(measure, store, params, ratios, shards, shard_id)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from paddle import ParamAttr
 from paddle.nn.initializer import Assign, Normal
 
 from ppdet.core.registry import HEADS
-from ppdet.modeling.layers import ConvBNLayer, upsample2x
+from ppdet.modeling.layers import ConvBNLayer, Upsample2x
 
 __all__ = ["YOLOv3Head"]
 
@@ -55,6 +55,7 @@ class YOLOv3Head(nn.Layer):
         self.blocks = nn.LayerList()
         self.transitions = nn.LayerList()
         self.outputs = nn.LayerList()
+        self.upsample = Upsample2x()
         route_c = 0
         for i, ch in enumerate(channels):
             self.blocks.append(YoloDetBlock(feats_c[i] + route_c, ch, f"yolo_block.{i}"))
@@ -89,7 +90,7 @@ class YOLOv3Head(nn.Layer):
             route, tip = self.blocks[i](feat)
             outs.append(self.outputs[i](tip))
             if i < len(self.transitions):
-                route = upsample2x(self.transitions[i](route))
+                route = self.upsample(self.transitions[i](route))
         return outs
 
     def get_loss(self, outs, inputs):

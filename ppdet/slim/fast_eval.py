@@ -1,0 +1,128 @@
+"""Fast sensitivity evaluation: one compiled program serves every (conv, ratio).
+
+Pruning a conv's filters is computed exactly by zeroing those output channels of its
+ConvBNLayer, and of the depthwise convs that follow it, after the activation: every
+consumer then sees zeros where real pruning would see no channel at all. The model is
+exported ONCE with a ``channel_masks`` input holding one 0/1 per such channel and run by
+Paddle Inference with oneDNN; each measurement only feeds new masks. Which channels go is
+decided by the same paddleslim pruning plan (criterion, concat routes) as real pruning.
+"""
+import os
+import tempfile
+
+import numpy as np
+import paddle
+
+from ppdet.modeling.layers import ConvBNLayer, Upsample2x
+
+__all__ = ["MaskedEvaluator"]
+
+
+class _MaskedExport(paddle.nn.Layer):
+    def __init__(self, model, layers, offsets):
+        super().__init__()
+        self.model = model
+        self._layers = layers
+        self._offsets = offsets
+
+    def forward(self, image, im_shape, scale_factor, channel_masks):
+        for layer, (a, b) in zip(self._layers, self._offsets):
+            layer.channel_mask = channel_masks[a:b].reshape([1, b - a, 1, 1])
+        try:
+            out = self.model.predict_from_outputs(self.model.head_outputs(image), im_shape,
+                                                  scale_factor)
+        finally:
+            for layer in self._layers:
+                layer.channel_mask = None
+        return out["bbox"], out["bbox_num"]
+
+
+class MaskedEvaluator:
+    """``evaluator(ratios=None) -> mAP`` over a cached eval set, pruning by masks."""
+
+    def __init__(self, model, cache, metric, pruner, batch_size=16, threads=1,
+                 workdir=None):
+        self.model, self.cache, self.metric, self.pruner = model, cache, metric, pruner
+        self.batch_size = batch_size
+        self.calls = 0
+        self.layers = [m for m in model.sublayers() if isinstance(m, ConvBNLayer)]
+        self.index = {m.conv.weight.name: i for i, m in enumerate(self.layers)}
+        sizes = [m.conv.weight.shape[0] for m in self.layers]
+        ends = np.cumsum(sizes)
+        self.offsets = [(int(e - s), int(e)) for s, e in zip(sizes, ends)]
+        self.n_channels = int(ends[-1])
+        self.workdir = workdir or tempfile.mkdtemp(prefix="ppdet_masked_")
+        self._export()
+        from paddle import inference
+        config = inference.Config(os.path.join(self.workdir, "model.pdmodel"),
+                                  os.path.join(self.workdir, "model.pdiparams"))
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(threads)
+        config.disable_glog_info()
+        self.predictor = inference.create_predictor(config)
+        self.inputs = {n: self.predictor.get_input_handle(n)
+                       for n in self.predictor.get_input_names()}
+
+    def _export(self):
+        ups = [m for m in self.model.sublayers() if isinstance(m, Upsample2x)]
+        for m in ups:           # oneDNN cannot run nearest interpolate with a scale attribute
+            m.mode = "repeat"
+        was_training = self.model.training
+        self.model.eval()
+        h, w = self.cache.image_size
+        spec = [paddle.static.InputSpec([None, 3, h, w], "float32", "image"),
+                paddle.static.InputSpec([None, 2], "float32", "im_shape"),
+                paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
+                paddle.static.InputSpec([self.n_channels], "float32", "channel_masks")]
+        try:
+            with paddle.pir_utils.DygraphOldIrGuard():
+                static = paddle.jit.to_static(_MaskedExport(self.model, self.layers,
+                                                            self.offsets),
+                                              input_spec=spec, full_graph=True)
+                paddle.jit.save(static, os.path.join(self.workdir, "model"))
+        finally:
+            for m in ups:
+                m.mode = "interpolate"
+            if was_training:
+                self.model.train()
+
+    def masks_for(self, ratios):
+        """0/1 per channel for pruning ``{name: ratio}`` (the plan is not applied)."""
+        masks = np.ones(self.n_channels, "float32")
+        if not ratios:
+            return masks
+        plan = self.pruner.plan(ratios)
+        for name, entries in plan._masks.items():
+            i = self.index.get(name)
+            if i is None:
+                continue
+            a, b = self.offsets[i]
+            for entry in entries:
+                if entry.dims == 0 or entry.dims == [0]:
+                    masks[a:b] *= np.asarray(entry.mask, "float32").reshape(-1)
+        return masks
+
+    def detections(self, masks):
+        from ppdet.engine.evaluate import _valid
+        self.inputs["channel_masks"].copy_from_cpu(masks)
+        dets = {}
+        for img, shape, scale, ids in self.cache.batches(self.batch_size):
+            self.inputs["image"].copy_from_cpu(np.ascontiguousarray(img))
+            self.inputs["im_shape"].copy_from_cpu(shape)
+            self.inputs["scale_factor"].copy_from_cpu(scale)
+            self.predictor.run()
+            names = self.predictor.get_output_names()
+            bbox = self.predictor.get_output_handle(names[0]).copy_to_cpu().reshape(-1, 6)
+            num = self.predictor.get_output_handle(names[1]).copy_to_cpu().reshape(-1)
+            if bbox.shape[0] != num.sum():
+                num = np.zeros_like(num)
+            start = 0
+            for im_id, k in zip(ids, num):
+                dets[int(im_id)] = _valid(bbox[start:start + k])
+                start += k
+        return dets
+
+    def __call__(self, ratios=None):
+        self.calls += 1
+        return float(self.metric.score(self.detections(self.masks_for(ratios))))

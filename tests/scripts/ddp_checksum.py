@@ -1,0 +1,16 @@
+"""Run under paddle.distributed.launch: train a few steps, print this rank's param checksum."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from ppdet.core.config import load_config  # noqa: E402
+from ppdet.engine.trainer import Trainer, set_seed  # noqa: E402
+
+cfg = load_config(sys.argv[1], sys.argv[2:])
+set_seed(0)
+trainer = Trainer(cfg, save_dir=os.environ.get("DDP_SAVE", "/tmp/ddp_check"))
+trainer.train()
+total = sum(float(abs(p).sum()) for p in trainer.model.parameters())
+print(f"rank {trainer.rank}/{trainer.world_size} checksum {total:.6f} "
+      f"steps {trainer.steps_per_epoch}")
