@@ -100,7 +100,12 @@ def apply_channel_plan(model, plan):
     for name, shape in plan.items():
         p = by_name[name]
         if list(p.shape) != list(shape):
-            p.set_value(paddle.zeros(shape, dtype=p.dtype))
+            # set_value refuses a new shape; the tensor underneath takes any (as pruning does)
+            tensor = p.value().get_tensor()
+            where = tensor._place()
+            place = paddle.CPUPlace() if where.is_cpu_place() else \
+                paddle.CUDAPlace(where.gpu_device_id())
+            tensor.set(np.zeros(shape, dtype="float32"), place)
     for layer in model.sublayers():
         if isinstance(layer, paddle.nn.Conv2D):
             out_c, in_per_group = layer.weight.shape[:2]

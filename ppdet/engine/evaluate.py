@@ -5,7 +5,8 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-__all__ = ["to_tensors", "predict_batches", "evaluate", "split_detections"]
+__all__ = ["to_tensors", "predict_batches", "evaluate", "split_detections", "normalise_output",
+           "split_per_image"]
 
 _INPUT_KEYS = ("image", "im_shape", "scale_factor", "gt_bbox", "gt_class", "gt_score")
 
@@ -20,16 +21,33 @@ def _valid(bbox):
     return bbox[bbox[:, 0] >= 0] if bbox.size else bbox.reshape(0, 6)
 
 
+def normalise_output(bbox, num):
+    """NMS outputs as numpy ``[K, 6]`` and ``[B]``; a lone placeholder row (nothing kept)
+    counts for no image."""
+    bbox = np.asarray(bbox).reshape(-1, 6)
+    num = np.asarray(num).reshape(-1)
+    if bbox.shape[0] != num.sum():
+        num = np.zeros_like(num)
+    return bbox, num
+
+
+def split_per_image(bbox, num, im_ids, into=None):
+    """``{im_id: [K, 6] detections}`` from one batch's outputs, placeholder rows dropped."""
+    into = {} if into is None else into
+    start = 0
+    for im_id, k in zip(np.asarray(im_ids).reshape(-1), num):
+        into[int(im_id)] = _valid(bbox[start:start + k])
+        start += k
+    return into
+
+
 def predict_batches(model, loader, progress=False, desc="eval"):
     """Yield ``{'bbox', 'bbox_num', 'im_id', ...}`` numpy outputs batch by batch."""
     model.eval()
     with paddle.no_grad():
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             out = model(to_tensors(batch))
-            bbox = out["bbox"].numpy().reshape(-1, 6)
-            num = out["bbox_num"].numpy().reshape(-1)
-            if bbox.shape[0] != num.sum():    # placeholder rows: count them per image
-                num = np.zeros_like(num)
+            bbox, num = normalise_output(out["bbox"].numpy(), out["bbox_num"].numpy())
             yield {"bbox": bbox, "bbox_num": num, "im_id": np.asarray(batch["im_id"]),
                    "im_shape": batch.get("im_shape"), "scale_factor": batch.get("scale_factor")}
 
@@ -38,10 +56,7 @@ def split_detections(outputs):
     """Batch outputs -> ``{im_id: [K, 6] array}`` with placeholder rows dropped."""
     per_image = {}
     for out in outputs:
-        start = 0
-        for im_id, n in zip(out["im_id"].reshape(-1), out["bbox_num"]):
-            per_image[int(im_id)] = _valid(out["bbox"][start:start + n])
-            start += n
+        split_per_image(out["bbox"], out["bbox_num"], out["im_id"], per_image)
     return per_image
 
 

@@ -116,11 +116,12 @@ class Predictor:
         return self.run(img[None], im_shape[None], scale[None])
 
 
-def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05):
+def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05, tol=1e-3):
     """Run the exported model (Paddle Inference) and the dygraph model on the same images.
 
     Returns (images compared, boxes compared, max |box diff| relative to the box scale,
-    max |score diff|). Raises AssertionError when the kept detections differ.
+    max |score diff|). Raises AssertionError when the kept detections differ (other boxes
+    kept, or coordinates / scores further apart than ``tol``).
     """
     import cv2
     predictor = Predictor(model_dir, use_mkldnn=use_mkldnn)
@@ -144,4 +145,7 @@ def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05
             worst_box = max(worst_box, float(np.abs(got[:, 2:] - ref[:, 2:]).max() / scale_ref))
             worst_score = max(worst_score, float(np.abs(got[:, 1] - ref[:, 1]).max()))
         boxes += len(ref)
+        if worst_box > tol or worst_score > tol:
+            raise AssertionError(f"{path}: boxes differ by {worst_box:.1e} (relative), scores "
+                                 f"by {worst_score:.1e}")
     return len(image_files), boxes, worst_box, worst_score

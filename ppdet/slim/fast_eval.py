@@ -13,6 +13,7 @@ import tempfile
 import numpy as np
 import paddle
 
+from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.modeling.layers import ConvBNLayer, Upsample2x
 
 __all__ = ["MaskedEvaluator"]
@@ -104,7 +105,6 @@ class MaskedEvaluator:
         return masks
 
     def detections(self, masks):
-        from ppdet.engine.evaluate import _valid
         self.inputs["channel_masks"].copy_from_cpu(masks)
         dets = {}
         for img, shape, scale, ids in self.cache.batches(self.batch_size):
@@ -113,14 +113,10 @@ class MaskedEvaluator:
             self.inputs["scale_factor"].copy_from_cpu(scale)
             self.predictor.run()
             names = self.predictor.get_output_names()
-            bbox = self.predictor.get_output_handle(names[0]).copy_to_cpu().reshape(-1, 6)
-            num = self.predictor.get_output_handle(names[1]).copy_to_cpu().reshape(-1)
-            if bbox.shape[0] != num.sum():
-                num = np.zeros_like(num)
-            start = 0
-            for im_id, k in zip(ids, num):
-                dets[int(im_id)] = _valid(bbox[start:start + k])
-                start += k
+            bbox, num = normalise_output(
+                self.predictor.get_output_handle(names[0]).copy_to_cpu(),
+                self.predictor.get_output_handle(names[1]).copy_to_cpu())
+            split_per_image(bbox, num, ids, dets)
         return dets
 
     def __call__(self, ratios=None):

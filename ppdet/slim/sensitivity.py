@@ -15,7 +15,7 @@ import paddle
 from tqdm import tqdm
 
 from ppdet.data.transforms import Compose
-from ppdet.engine.evaluate import _valid
+from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.utils.cli import UserError
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "plan_pairs", "run_sensitivity",
@@ -90,14 +90,8 @@ class CachedEvaluator:
                 outs = self.model.head_outputs(paddle.to_tensor(img))
                 out = self.model.predict_from_outputs(outs, paddle.to_tensor(shape),
                                                       paddle.to_tensor(scale))
-                bbox = out["bbox"].numpy().reshape(-1, 6)
-                num = out["bbox_num"].numpy().reshape(-1)
-                if bbox.shape[0] != num.sum():
-                    num = np.zeros_like(num)
-                start = 0
-                for im_id, k in zip(ids, num):
-                    dets[int(im_id)] = _valid(bbox[start:start + k])
-                    start += k
+                bbox, num = normalise_output(out["bbox"].numpy(), out["bbox_num"].numpy())
+                split_per_image(bbox, num, ids, dets)
         return dets
 
     def __call__(self):

@@ -11,6 +11,7 @@ cfg = load_config(sys.argv[1], sys.argv[2:])
 set_seed(0)
 trainer = Trainer(cfg, save_dir=os.environ.get("DDP_SAVE", "/tmp/ddp_check"))
 trainer.train()
-total = sum(float(abs(p).sum()) for p in trainer.model.parameters())
+# trainable weights only: BN running statistics are per process (no SyncBN)
+total = sum(float(abs(p).sum()) for p in trainer.model.parameters() if p.trainable)
 print(f"rank {trainer.rank}/{trainer.world_size} checksum {total:.6f} "
       f"steps {trainer.steps_per_epoch}")
