@@ -84,6 +84,12 @@ def main():
     base = store.baseline
     diffs = [abs(ours[n][r] - theirs[n][r] * (base + 1e-3) / base) for n in convs
              for r in RATIOS]
+    worst = sorted(((d, n, r) for d, (n, r) in zip(diffs, [(n, r) for n in convs
+                                                           for r in RATIOS])), reverse=True)
+    for d, n, r in worst[:3]:
+        if d > 1e-6:
+            print(f"differs: {n} @ {r}: ours {ours[n][r]:.6f}, paddleslim (rescaled) "
+                  f"{theirs[n][r] * (base + 1e-3) / base:.6f}")
     print(f"\n{len(convs)} convs x {len(RATIOS)} ratios = {len(convs) * len(RATIOS)} "
           f"measurements, {len(cache)} eval images, {n_eval} evaluations by (a)\n")
     print("| run | seconds | s / measurement | ratio |\n|---|---|---|---|")

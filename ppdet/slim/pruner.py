@@ -101,6 +101,8 @@ class FilterPruner:
         self.criterion = criterion
         was_training = model.training
         model.eval()
+        compat.import_paddleslim()
+        _quiet_paddleslim()
         shape = [1, 3, TRACE_SIZE, TRACE_SIZE]
         wrapped = RawOutputs(model)
         if criterion == "bn_scale":
@@ -112,7 +114,6 @@ class FilterPruner:
             self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
         if was_training:
             model.train()
-        _quiet_paddleslim()
         self.groups = set(compat.prunable_params(self._pruner))
         self.pruned = False
 
