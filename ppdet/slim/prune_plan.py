@@ -91,9 +91,9 @@ def prune_model(model, ratios, criterion="l1_norm", idx_selector="default", prun
 
 def summary(kept, flops_before, flops_after, params_before, params_after):
     lines = [f"FLOPs  {flops_before / 1e6:10.2f} M -> {flops_after / 1e6:10.2f} M "
-             f"({1 - flops_after / flops_before:+.1%} removed)",
+             f"({1 - flops_after / flops_before:.1%} removed)",
              f"params {params_before / 1e6:10.3f} M -> {params_after / 1e6:10.3f} M "
-             f"({1 - params_after / params_before:+.1%} removed)",
+             f"({1 - params_after / params_before:.1%} removed)",
              "", "| conv | filters before | kept | pruned |", "|---|---|---|---|"]
     for name, (b, a) in kept.items():
         lines.append(f"| {name} | {b} | {a} | {1 - a / b:.1%} |")
