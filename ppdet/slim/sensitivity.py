@@ -193,6 +193,7 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
         value, kept = measure(name, ratio)
         loss = (store.baseline - value) / store.baseline
         store.add(name, ratio, loss)
-        bar.write(f"{name} ratio {ratio:.2f}: {kept} filters kept, mAP {value * 100:.2f}, "
-                  f"loss {loss:.4f}")
+        (bar.write if progress else log)(
+            f"{name} ratio {ratio:.2f}: {kept} filters kept, mAP {value * 100:.2f}, "
+            f"loss {loss:.4f}")
     return store.data
