@@ -55,7 +55,8 @@ def main():
     # prune to -50% FLOPs from the sensitivities, fine-tune, export and verify, report
     run("slim/prune/prune.py", "-c", CFG, "-o", f"weights={WEIGHTS}", f"save_dir={OUT}",
         f"epoch={FINETUNE_EPOCHS}", "LearningRate.base_lr=0.0006",
-        "--sensitivities_file", f"{OUT}/sensitivities.data", "--target_flops", "0.5", "--eval")
+        "--sensitivities_file", f"{OUT}/sensitivities.data", "--target_flops", "0.5",
+        "--align", "8", "--eval")
     run("slim/prune/export_model.py", "-c", CFG, "-o", f"weights={PRUNED}/model_final",
         "--output_dir", f"{OUT}/inference_pruned")
     run("slim/prune/report.py", "-c", CFG, "--models", f"baseline={WEIGHTS}",
