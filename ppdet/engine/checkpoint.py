@@ -15,7 +15,7 @@ import paddle
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
-           "load_checkpoint_meta", "apply_channel_plan", "channel_plan", "load_resume"]
+           "apply_channel_plan", "channel_plan", "load_resume"]
 
 META_KEY = "__ppdet_meta__"
 
@@ -78,11 +78,6 @@ def _load(path):
         raise CheckpointError(f"cannot read weights {path}: {type(e).__name__}: {e}"
                               .splitlines()[0]) from e
 
-
-def load_checkpoint_meta(weights):
-    base = resolve_weights(weights)
-    state = _load(base + ".pdparams")
-    return state.get(META_KEY, {}) if isinstance(state, dict) else {}
 
 
 def apply_channel_plan(model, plan):

@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-__all__ = ["to_tensors", "predict_batches", "evaluate", "split_detections", "normalise_output",
+__all__ = ["to_tensors", "predict_batches", "evaluate", "normalise_output",
            "split_per_image"]
 
 _INPUT_KEYS = ("image", "im_shape", "scale_factor", "gt_bbox", "gt_class", "gt_score")
@@ -51,13 +51,6 @@ def predict_batches(model, loader, progress=False, desc="eval"):
             yield {"bbox": bbox, "bbox_num": num, "im_id": np.asarray(batch["im_id"]),
                    "im_shape": batch.get("im_shape"), "scale_factor": batch.get("scale_factor")}
 
-
-def split_detections(outputs):
-    """Batch outputs -> ``{im_id: [K, 6] array}`` with placeholder rows dropped."""
-    per_image = {}
-    for out in outputs:
-        split_per_image(out["bbox"], out["bbox_num"], out["im_id"], per_image)
-    return per_image
 
 
 def evaluate(model, loader, metric, progress=True, output_eval=None):

@@ -43,7 +43,7 @@ def load_pretrain(model, path):
 
 
 class Trainer:
-    def __init__(self, cfg, model=None, hooks=(), save_dir=None, plan_reference=None):
+    def __init__(self, cfg, model=None, hooks=(), save_dir=None):
         self.cfg = cfg
         self.rank = paddle.distributed.get_rank()
         self.world_size = paddle.distributed.get_world_size()

@@ -13,7 +13,7 @@ import paddle
 
 from ppdet.utils.cli import UserError
 
-__all__ = ["ConvInfo", "conv_table", "prunable_names", "select_params", "format_params",
+__all__ = ["ConvInfo", "conv_table", "select_params", "format_params",
            "parse_ratios"]
 
 
@@ -58,9 +58,6 @@ def conv_table(model):
         last_regular = w.name
     return table
 
-
-def prunable_names(model):
-    return [c.name for c in conv_table(model) if c.prunable]
 
 
 def format_params(model):

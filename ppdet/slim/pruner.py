@@ -47,8 +47,6 @@ def bn_scale_name(weight_name):
         return weight_name[:-len("_weights")] + "_bn_scale"
     if weight_name.endswith(".conv.weights"):
         return weight_name[:-len(".conv.weights")] + ".bn.scale"
-    if weight_name.endswith(".w_0"):
-        return None
     return None
 
 
