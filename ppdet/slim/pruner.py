@@ -42,12 +42,11 @@ def _quiet_paddleslim():
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def bn_scale_name(weight_name):
-    if weight_name.endswith("_weights"):
-        return weight_name[:-len("_weights")] + "_bn_scale"
-    if weight_name.endswith(".conv.weights"):
-        return weight_name[:-len(".conv.weights")] + ".bn.scale"
-    return None
+def bn_scales(model):
+    """``{conv weight name: the BN scale right after it}`` for every ConvBNLayer."""
+    from ppdet.modeling.layers import ConvBNLayer
+    return {m.conv.weight.name: m.bn.weight for m in model.sublayers()
+            if isinstance(m, ConvBNLayer)}
 
 
 def _bn_scale_pruner_class():
@@ -61,11 +60,11 @@ def _bn_scale_pruner_class():
         the channels (PaddleSlim's rule): the smallest gammas whose squares add up to at
         most ``ratio`` of the total go.
         """
-        by_name = {}
+        scales = {}
         idx_selector = "default"
 
         def cal_mask(self, pruned_ratio, collection, num_head=-1):
-            scale = self.by_name.get(bn_scale_name(collection.master_name))
+            scale = self.scales.get(collection.master_name)
             if scale is None:
                 return super().cal_mask(pruned_ratio, collection, num_head)
             score = np.abs(scale.numpy())
@@ -106,7 +105,7 @@ class FilterPruner:
         if criterion == "bn_scale":
             cls = _bn_scale_pruner_class()
             self._pruner = cls(wrapped, shape, skip_leaves=True)
-            self._pruner.by_name = {p.name: p for p in model.parameters()}
+            self._pruner.scales = bn_scales(model)
             self._pruner.idx_selector = idx_selector
         else:
             self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
