@@ -84,9 +84,8 @@ def prune_model(model, ratios, criterion="l1_norm", idx_selector="default", prun
             raise UserError(f"ratio {r} would empty {name} ({before[name]} filters)")
     pruner.prune(ratios)
     pruner.drop_backups()
-    after = {p.name: p.shape[0] for p in model.parameters()}
-    return {n: (before[n], after[n]) for n in before if after[n] != before[n] and
-            n.endswith(("weights", ".w_0"))}
+    after = {p.name: p.shape[0] for p in model.parameters() if len(p.shape) == 4}
+    return {n: (before[n], a) for n, a in after.items() if a != before[n]}   # conv weights
 
 
 def summary(kept, flops_before, flops_after, params_before, params_after):
