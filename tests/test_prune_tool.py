@@ -102,3 +102,20 @@ def test_ratio_that_empties_a_layer_writes_nothing(tmp_path, trained):
              "--pruned_ratios", "0.99", "--no_finetune")
     assert r.returncode == 2 and "would empty" in r.stderr, r.stderr
     assert not os.listdir(tmp_path)
+
+
+def test_fine_tuning_resumes_from_a_pruned_checkpoint(tmp_path, trained):
+    small = ["TrainDataset.sample_num=16", "TrainReader.batch_size=8", "snapshot_epoch=1"]
+    r = _run("slim/prune/prune.py", "-c", CFG, "-o", f"weights={trained}", f"save_dir={tmp_path}",
+             "epoch=1", *small, "--pruned_params", "yolo_block.1.tip.conv.weights",
+             "--pruned_ratios", "0.5")
+    assert r.returncode == 0, r.stderr[-2000:]
+    run_dir = tmp_path / "yolov3_mobilenet_v1_shapes_pruned"
+    r = _run("slim/prune/prune.py", "-c", CFG, "-o", f"save_dir={tmp_path}", "epoch=2", *small,
+             "-r", str(run_dir / "0"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "next epoch 1" in r.stdout
+    model = build_model(load_config(CFG))
+    load_weights(model, str(run_dir / "model_final"))
+    shapes = {p.name: p.shape for p in model.parameters()}
+    assert shapes["yolo_block.1.tip.conv.weights"][0] == 64    # still pruned (128 -> 64)
