@@ -2,6 +2,8 @@
 
     python tools/train.py -c configs/shapes/yolov3_mobilenet_v1_shapes.yml --eval
     python -m paddle.distributed.launch --nproc_per_node 2 tools/train.py -c CFG
+    # sparsity training on BN scales (network slimming), from a trained model
+    python tools/train.py -c CFG -o pretrain_weights=W --sr --s 0.0001 --prune 1
 """
 import os
 import sys
@@ -18,12 +20,22 @@ def main(argv=None):
                         "keep best_model")
     parser.add_argument("-r", "--resume", default=None, help="checkpoint to resume from")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--sr", action="store_true",
+                        help="sparsity training: L1 on the BN scales of prunable layers")
+    parser.add_argument("--s", type=float, default=None, help="sparsity factor (1e-4)")
+    parser.add_argument("--prune", type=int, default=None, choices=[0, 1],
+                        help="0: prunable layers; 1: also layers tied by shortcuts")
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
 
     from ppdet.engine.trainer import Trainer, load_pretrain, set_seed
+    from ppdet.slim.sparsity import sparsity_from_config
     set_seed(args.seed if args.seed is not None else int(cfg.get("seed", 0)))
-    trainer = Trainer(cfg)
+    hook = sparsity_from_config(cfg, args.sr, args.s, args.prune)
+    save_dir = None
+    if hook:   # never overwrite the regular model the sparsity run usually starts from
+        save_dir = os.path.join(cfg.get("save_dir", "output"), cfg["filename"] + "_sparse")
+    trainer = Trainer(cfg, hooks=[hook] if hook else [], save_dir=save_dir)
     if args.resume:
         trainer.resume(args.resume)
     elif cfg.get("pretrain_weights"):

@@ -2,8 +2,9 @@
 
 ``<path>.pdparams``: the model's ``state_dict`` (structured keys, as PaddleDetection
 2.x), plus a reserved entry ``__ppdet_meta__`` with the channel plan (``{param.name:
-shape}`` of every conv/BN parameter whose shape differs from the config's model) and
-bookkeeping. A pruned checkpoint therefore rebuilds its own shapes. ``<path>.pdopt``:
+shape}`` of every conv/BN parameter whose shape differs from the config's model), the
+residual blocks removed by layer pruning, and bookkeeping. A pruned checkpoint therefore
+rebuilds its own shapes and structure. ``<path>.pdopt``:
 optimizer + LR schedule state and the epoch, for exact resume. Writes are atomic.
 """
 import io
@@ -64,7 +65,9 @@ def channel_plan(model, reference_shapes=None):
 def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=None):
     """Write ``path.pdparams`` (+ ``path.pdopt`` with the optimizer) atomically."""
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("_backup")}
-    state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch, **(extra or {})}
+    state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch,
+                       "removed_layers": list(getattr(model, "removed_layers", [])),
+                       **(extra or {})}
     atomic_write_bytes(path + ".pdparams", _to_bytes(state))
     if optimizer is not None:
         opt_state = {"optimizer": optimizer.state_dict(), "epoch": epoch}
@@ -124,6 +127,11 @@ def load_weights(model, weights, strict=True):
     if not isinstance(state, dict):
         raise CheckpointError(f"{base}.pdparams is not a model state dict")
     meta = state.pop(META_KEY, {}) or {}
+    removed = [p for p in meta.get("removed_layers") or []
+               if p not in getattr(model, "removed_layers", [])]
+    if removed:                         # layer-pruned: drop the same blocks first
+        from ppdet.slim.slimming import remove_layers
+        remove_layers(model, removed)
     apply_channel_plan(model, meta.get("channel_plan"))
     own = model.state_dict()
     missing = [k for k in own if k not in state]

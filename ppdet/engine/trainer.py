@@ -56,6 +56,8 @@ class Trainer:
         self.save_dir = save_dir or os.path.join(cfg.get("save_dir", "output"),
                                                  cfg.get("filename", "model"))
         self.start_epoch = 0
+        self.epoch = 0              # current epoch and step: hooks read them (s schedules)
+        self.step_in_epoch = 0
         self.best_map = -1.0
         self.history = []
         self._eval = None
@@ -100,13 +102,14 @@ class Trainer:
             if hasattr(hook, "before_train"):
                 hook.before_train(self)
         for epoch in range(self.start_epoch, epochs):
+            self.epoch = epoch
             self.model.train()
             if hasattr(self.loader, "set_epoch"):
                 self.loader.set_epoch(epoch)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}",
                        disable=self.rank != 0, dynamic_ncols=True)
             tic, images = time.time(), 0
-            for batch in bar:
+            for self.step_in_epoch, batch in enumerate(bar):
                 logs = self.run_step(batch)
                 images += len(batch["im_id"])
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")

@@ -29,7 +29,7 @@ def param_names(name, scheme):
 
 
 class ConvBNLayer(nn.Layer):
-    """Conv2D (no bias) -> BatchNorm -> activation ('relu', 'leaky', or None)."""
+    """Conv2D (no bias) -> BatchNorm -> activation ('relu', 'relu6', 'leaky', or None)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1,
                  act="relu", name="conv", scheme="underscore", padding=None):
@@ -54,6 +54,8 @@ class ConvBNLayer(nn.Layer):
         x = self.bn(self.conv(x))
         if self.act == "relu":
             x = F.relu(x)
+        elif self.act == "relu6":
+            x = F.relu6(x)
         elif self.act == "leaky":
             x = F.leaky_relu(x, 0.1)
         if self.channel_mask is not None:

@@ -1,7 +1,8 @@
 """Pictures and tables of sensitivity results."""
 import os
 
-__all__ = ["plot_sensitivities", "sensitivity_table", "model_row", "report_table"]
+__all__ = ["plot_sensitivities", "sensitivity_table", "model_row", "report_table",
+           "stage_table"]
 
 
 def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None):
@@ -78,4 +79,22 @@ def report_table(rows):
         lines.append(f"| {label} | {r['mAP']:.2f} | {r['params']:.3f} | {r['flops']:.1f} "
                      f"({r['flops'] / base['flops'] - 1:+.0%}) | {r['size']:.2f} | "
                      f"{r['latency']:.2f} | {base['latency'] / r['latency']:.2f}x |")
+    return "\n".join(lines)
+
+
+def stage_table(rows):
+    """Markdown, one column per stage (the network-slimming write-up's layout): mAP, params,
+    FLOPs and latency for Before / After prune channels / ... ."""
+    base = rows[0][1]
+    lines = ["| metric | " + " | ".join(label for label, _ in rows) + " |",
+             "|---" * (len(rows) + 1) + "|"]
+    cells = {
+        "mAP (VOC, x100)": lambda r: f"{r['mAP']:.2f}",
+        "parameters": lambda r: f"{int(round(r['params'] * 1e6)):,}",
+        "FLOPs (M)": lambda r: f"{r['flops']:.1f} ({r['flops'] / base['flops'] - 1:+.0%})",
+        "latency (ms)": lambda r: f"{r['latency']:.2f}",
+        "speed-up": lambda r: f"{base['latency'] / r['latency']:.2f}x",
+    }
+    for metric, fmt in cells.items():
+        lines.append(f"| {metric} | " + " | ".join(fmt(r) for _, r in rows) + " |")
     return "\n".join(lines)

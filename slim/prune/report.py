@@ -1,7 +1,7 @@
 """Compare baseline, pruned and fine-tuned checkpoints (an example script).
 
     python slim/prune/report.py -c CFG --models baseline=W0 pruned=W1 "pruned+fine-tuned=W2" \
-        [--output report.md]
+        [--output report.md] [--layout stages]
 
 Prints a Markdown table: mAP, params, FLOPs, exported size and measured latency (Paddle
 Inference, CPU, batch 1, oneDNN, one thread).
@@ -20,6 +20,8 @@ def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument("--models", nargs="+", required=True, metavar="LABEL=WEIGHTS")
     parser.add_argument("--output", default=None, help="also write the table here")
+    parser.add_argument("--layout", default="rows", choices=["rows", "stages"],
+                        help="rows: one row per model; stages: one column per model")
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
     pairs = []
@@ -28,10 +30,10 @@ def main(argv=None):
             raise UserError(f"--models takes LABEL=WEIGHTS, got '{item}'")
         pairs.append(tuple(item.split("=", 1)))
 
-    from ppdet.slim.report import model_row, report_table
+    from ppdet.slim.report import model_row, report_table, stage_table
     rows = [(label, model_row(cfg, weights, tempfile.mkdtemp(prefix="report_")))
             for label, weights in pairs]
-    table = report_table(rows)
+    table = stage_table(rows) if args.layout == "stages" else report_table(rows)
     print(table)
     if args.output:
         from ppdet.utils.atomic import atomic_write_bytes

@@ -1,0 +1,142 @@
+"""Sparsity training on BN scales (network slimming), as a Trainer hook.
+
+After each backward pass ``s * sign(gamma)`` is added to the gradient of the BN scales of
+the prunable layers (the subgradient of ``s * sum |gamma|``), so unneeded channels drift to
+zero and can later be cut by a global threshold. Each epoch logs a histogram of |gamma|
+and the share below 1e-2 to ``<save_dir>/bn_sparsity.json`` (atomic; a resumed run keeps
+the earlier epochs) and draws ``bn_sparsity.png``.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import paddle
+
+from ppdet.utils.atomic import atomic_write_bytes
+from ppdet.utils.cli import UserError
+
+__all__ = ["BNSparsity", "S_DECAYS", "sparsity_from_config", "plot_sparsity"]
+
+S_DECAYS = ("none", "linear", "cosine")
+SMALL = 1e-2
+BINS = 40
+
+
+class BNSparsity:
+    """``prune_mode`` 0: scales of all prunable layers; 1: also those tied by shortcuts.
+    ``s_decay``: ``none`` keeps s; ``linear``/``cosine`` take it to 0 over the run."""
+
+    def __init__(self, s=1e-4, prune_mode=0, s_decay="none"):
+        if not s > 0:
+            raise UserError(f"--s must be > 0, got {s}")
+        if s_decay not in S_DECAYS:
+            raise UserError(f"sparsity s_decay must be one of {', '.join(S_DECAYS)}, "
+                            f"got '{s_decay}'")
+        self.s = float(s)
+        self.prune_mode = int(prune_mode)
+        self.s_decay = s_decay
+        self.scales = []
+        self.history = []
+        self.edges = None
+
+    def s_at(self, progress):
+        if self.s_decay == "linear":
+            return self.s * (1 - progress)
+        if self.s_decay == "cosine":
+            return self.s * 0.5 * (1 + math.cos(math.pi * progress))
+        return self.s
+
+    def _log_path(self, trainer):
+        return os.path.join(trainer.save_dir, "bn_sparsity.json")
+
+    # --- hook points ---------------------------------------------------------------------
+    def before_train(self, trainer):
+        from ppdet.slim.slimming import SlimGraph
+        self.scales = SlimGraph(trainer.model, self.prune_mode).scales()
+        if not self.scales:
+            raise UserError("sparsity training: this model has no prunable BN scales")
+        path = self._log_path(trainer)
+        if trainer.start_epoch > 0 and os.path.isfile(path):
+            with open(path) as f:
+                log = json.load(f)
+            self.edges = log.get("edges")
+            self.history = [h for h in log.get("epochs", []) if h["epoch"] < trainer.start_epoch]
+        print(f"sparsity training: s={self.s} ({self.s_decay} decay) on "
+              f"{len(self.scales)} BN scales (prune mode {self.prune_mode})")
+
+    def after_backward(self, trainer):
+        epochs = max(int(trainer.cfg.get("epoch", 1)), 1)
+        progress = (trainer.epoch + trainer.step_in_epoch / max(trainer.steps_per_epoch, 1)) \
+            / epochs
+        s = self.s_at(min(progress, 1.0))
+        with paddle.no_grad():
+            for p in self.scales:
+                if p.grad is not None:
+                    p.grad.add_(s * paddle.sign(p))
+
+    def after_epoch(self, trainer, epoch):
+        gamma = np.abs(np.concatenate([p.numpy().ravel() for p in self.scales]))
+        if self.edges is None:
+            self.edges = np.linspace(0, float(gamma.max()) * 1.05 + 1e-6, BINS + 1).tolist()
+        counts, _ = np.histogram(np.clip(gamma, 0, self.edges[-1]), bins=self.edges)
+        small = float((gamma < SMALL).mean())
+        epochs = max(int(trainer.cfg.get("epoch", 1)), 1)
+        self.history.append({"epoch": epoch, "s": self.s_at((epoch + 1) / epochs),
+                             "share_below_1e-2": small, "mean_abs_gamma": float(gamma.mean()),
+                             "hist": counts.tolist()})
+        print(f"epoch {epoch + 1}: {small:.1%} of BN scales below {SMALL}, "
+              f"mean |gamma| {gamma.mean():.4f}")
+        if trainer.rank != 0:
+            return
+        log = {"s": self.s, "prune_mode": self.prune_mode, "s_decay": self.s_decay,
+               "edges": self.edges, "epochs": self.history}
+        path = self._log_path(trainer)
+        atomic_write_bytes(path, json.dumps(log, indent=1).encode())
+        plot_sparsity(log, path[:-len(".json")] + ".png")
+
+
+def sparsity_from_config(cfg, sr=False, s=None, prune=None):
+    """The hook asked for by ``--sr --s --prune`` or the config's ``sparsity:`` section
+    (``{enable, s, prune, s_decay}``); command-line values win. None when off."""
+    section = dict(cfg.get("sparsity") or {})
+    unknown = sorted(set(section) - {"enable", "s", "prune", "s_decay"})
+    if unknown:
+        raise UserError(f"unknown key 'sparsity.{unknown[0]}': use enable, s, prune, s_decay")
+    if not (sr or section.get("enable")):
+        return None
+    return BNSparsity(s=float(s if s is not None else section.get("s", 1e-4)),
+                      prune_mode=int(prune if prune is not None else section.get("prune", 0)),
+                      s_decay=section.get("s_decay", "none"))
+
+
+def plot_sparsity(log, path):
+    """|gamma| histograms over epochs (one row per epoch, darker = more channels) and the
+    share below 1e-2."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = log["epochs"]
+    if not epochs:
+        return None
+    counts = np.array([e["hist"] for e in epochs], dtype=float)
+    edges = np.array(log["edges"])
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
+    ax0.imshow(np.log1p(counts), aspect="auto", origin="lower", cmap="viridis",
+               extent=[edges[0], edges[-1], epochs[0]["epoch"] + 0.5,
+                       epochs[-1]["epoch"] + 1.5])
+    ax0.set_xlabel("|BN scale|")
+    ax0.set_ylabel("epoch")
+    ax0.set_title("histogram of |gamma| per epoch (log count)")
+    ax1.plot([e["epoch"] + 1 for e in epochs], [100 * e["share_below_1e-2"] for e in epochs],
+             marker="o")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("% of scales below 1e-2")
+    ax1.set_title(f"sparsity, s={log['s']} ({log['s_decay']})")
+    ax1.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

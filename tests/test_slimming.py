@@ -1,0 +1,250 @@
+"""Network slimming on YOLOv3-MobileNetV2: groups, masks, exact channel pruning, layer
+pruning, sparsity training and the slim_prune tool."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from ppdet.core.config import load_config
+from ppdet.engine.builder import build_model
+from ppdet.engine.checkpoint import channel_plan, load_weights, save_checkpoint
+from ppdet.slim import slimming
+from ppdet.slim.pruner import model_flops
+from ppdet.slim.sparsity import BNSparsity, sparsity_from_config
+from ppdet.utils.cli import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v2_shapes.yml")
+SIZE = [160, 160]
+
+
+def _model(seed=0):
+    """The tiny model with random BN statistics, so every offset and mean matters."""
+    paddle.seed(seed)
+    rng = np.random.RandomState(seed)
+    model = build_model(load_config(CFG))
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm):
+            n = layer.weight.shape[0]
+            layer.weight.set_value(rng.uniform(0.01, 1, n).astype("float32"))
+            layer.bias.set_value((rng.randn(n) * 0.5).astype("float32"))
+            layer._mean.set_value((rng.randn(n) * 0.1).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 2, n).astype("float32"))
+    model.eval()
+    return model
+
+
+def _outputs(model, x):
+    with paddle.no_grad():
+        return [o.numpy() for o in model.head_outputs(x)]
+
+
+def _close(a, b):
+    return all(np.abs(u - v).max() <= 1e-4 * (1 + np.abs(u).max()) for u, v in zip(a, b))
+
+
+def test_mobilenet_v2_names_shortcuts_and_feature_channels():
+    model = build_model(load_config(CFG))
+    names = {p.name for p in model.parameters()}
+    for name in ("conv1_1_weights", "conv2_1_dwise_weights", "conv2_1_linear_bn_scale",
+                 "conv3_1_expand_weights", "conv8_1_linear_bn_variance"):
+        assert name in names
+    assert "conv2_1_expand_weights" not in names          # t = 1: no expansion conv
+    blocks = slimming.residual_blocks(model)
+    assert len(blocks) == 10                              # 1+2+3+2+2 repeats with a shortcut
+    assert model.backbone.out_channels == [16, 48, 160]
+    outs = model.head_outputs(paddle.randn([1, 3, 96, 96]))
+    assert [list(o.shape[2:]) for o in outs] == [[3, 3], [6, 6], [12, 12]]
+
+
+def test_groups_tie_shortcuts_and_depthwise_and_block_padded_consumers():
+    model = build_model(load_config(CFG))
+    g0 = {g.master: g for g in slimming.SlimGraph(model, 0).groups}
+    g1 = {g.master: g for g in slimming.SlimGraph(model, 1).groups}
+    stage = g1["conv4_1_linear_weights"]                  # three blocks added together
+    assert [m.name for m in stage.layers] == ["conv4_1_linear", "conv4_2_linear",
+                                              "conv4_3_linear"]
+    assert stage.shortcut and stage.blocked is None
+    assert "tied by a shortcut" in g0["conv4_1_linear_weights"].blocked
+    expand = g0["conv4_2_expand_weights"]                 # expand and its depthwise conv
+    assert [m.name for m in expand.layers] == ["conv4_2_expand", "conv4_2_dwise"]
+    assert expand.blocked is None and expand.consumers == ["conv4_2_linear_weights"]
+    assert "3x3 conv yolo_block.0.0.1" in g0["yolo_block.0.0.0.conv.weights"].blocked
+    assert g0["yolo_block.0.0.1.conv.weights"].blocked is None
+    scales0 = {p.name for p in slimming.SlimGraph(model, 0).scales()}
+    scales1 = {p.name for p in slimming.SlimGraph(model, 1).scales()}
+    assert "conv4_2_linear_bn_scale" in scales1 - scales0
+    assert "yolo_block.0.0.0.bn.scale" not in scales1
+
+
+@pytest.mark.parametrize("dw_rule", ["max", "intersection"])
+def test_pruned_model_equals_masked_model(dw_rule):
+    model = _model()
+    x = paddle.randn([2, 3, 128, 160])
+    original = _outputs(model, x)
+    graph = slimming.SlimGraph(model, 1)
+    threshold, safe = slimming.global_threshold(graph, 0.4)
+    assert threshold <= safe
+    masks = slimming.group_masks(graph, threshold, 0.3, dw_rule)
+    slimming.zero_scales(graph, masks)
+    masked = _outputs(model, x)
+    assert not _close(original, masked)                   # the masks do remove something
+    flops = model_flops(model, SIZE)
+    kept = slimming.prune_channels(graph, masks)
+    shapes = {p.name: p.shape for p in model.parameters()}
+    for master, keep in masks.items():
+        group = next(g for g in graph.prunable if g.master == master)
+        for layer in group.layers:
+            assert kept[layer.name] == (len(keep), int(keep.sum()))
+            assert shapes[layer.conv.weight.name][0] == int(keep.sum())
+    assert shapes["conv4_2_expand_weights"][1] == int(masks["conv4_1_linear_weights"].sum())
+    assert model_flops(model, SIZE) < 0.8 * flops
+    assert _close(masked, _outputs(model, x))             # exact, before any fine-tuning
+
+
+def test_layer_masks_keep_a_share_and_the_threshold_is_checked():
+    model = _model()
+    graph = slimming.SlimGraph(model, 1)
+    layer = graph.prunable[0].layers[0]
+    gamma = np.abs(layer.bn.weight.numpy())
+    keep = slimming.layer_masks(layer, float(gamma.max()) + 1, 0.5)
+    assert keep.sum() == int(np.ceil(len(gamma) * 0.5))
+    assert gamma[keep].min() >= gamma[~keep].max()        # the largest ones stay
+    _, safe = slimming.global_threshold(graph, 0.0)
+    assert safe == min(float(np.abs(m.bn.weight.numpy()).max())
+                       for g in graph.prunable for m in g.layers)
+    with pytest.raises(UserError, match="global_percent"):
+        slimming.global_threshold(graph, 1.0)
+    with pytest.raises(UserError, match="dw_rule"):
+        slimming.group_masks(graph, 0.1, 0.5, "union")
+
+
+def test_depthwise_rules():
+    model = _model()
+    graph = slimming.SlimGraph(model, 1)
+    group = next(g for g in graph.prunable if g.master == "conv4_2_expand_weights")
+    expand, dwise = group.layers
+    n = expand.bn.weight.shape[0]
+    a = np.full(n, 0.01, "float32")
+    a[: n // 2] = 1.0                                     # expand keeps the first half
+    b = np.full(n, 0.01, "float32")
+    b[n // 4: n // 4 + 3 * n // 8] = 1.0                  # dwise keeps fewer, overlapping
+    expand.bn.weight.set_value(a)
+    dwise.bn.weight.set_value(b)
+    union = slimming.group_masks(graph, 0.5, 0.0, "intersection")[group.master]
+    assert np.array_equal(union, (a > 0.5) | (b > 0.5))
+    larger = slimming.group_masks(graph, 0.5, 0.0, "max")[group.master]
+    assert np.array_equal(larger, a > 0.5)
+    b2 = np.concatenate([np.full(n // 2 - 2, 0.01), np.ones(n - n // 2 + 2)]).astype("float32")
+    dwise.bn.weight.set_value(b2)
+    assert np.array_equal(slimming.group_masks(graph, 0.5, 0.0, "max")[group.master], b2 > 0.5)
+
+
+def test_layer_pruning_removes_the_weakest_blocks_and_checkpoints_rebuild(tmp_path):
+    model = _model()
+    blocks = slimming.residual_blocks(model)
+    weakest = min(blocks, key=lambda b: b[2])[0]
+    for path, layer, _ in blocks:                          # make one block clearly weakest
+        if path == weakest:
+            layer.linear.bn.weight.set_value(layer.linear.bn.weight.numpy() * 0.01)
+    graph = slimming.SlimGraph(model, 1)
+    masks = slimming.group_masks(graph, slimming.global_threshold(graph, 0.3)[0], 0.5)
+    slimming.prune_channels(graph, masks)
+    flops = model_flops(model, SIZE)
+    removed = slimming.prune_layers(model, 2)
+    assert removed[0][0] == weakest and len(removed) == 2
+    assert model_flops(model, SIZE) < flops
+    x = paddle.randn([1, 3, 96, 128])
+    out = _outputs(model, x)
+    path = str(tmp_path / "slim")
+    save_checkpoint(model, path, plan=channel_plan(model))
+    fresh = build_model(load_config(CFG))
+    meta = load_weights(fresh, path)
+    assert meta["removed_layers"] == [p for p, _ in removed]
+    fresh.eval()
+    assert _close(out, _outputs(fresh, x))
+    with pytest.raises(UserError, match="residual blocks"):
+        slimming.prune_layers(model, 99)
+
+
+class _FakeTrainer:
+    def __init__(self, model, save_dir):
+        self.model, self.save_dir, self.rank = model, save_dir, 0
+        self.cfg = {"epoch": 4}
+        self.start_epoch, self.epoch, self.step_in_epoch, self.steps_per_epoch = 0, 0, 0, 10
+
+
+def test_sparsity_hook_adds_s_sign_gamma_to_prunable_scales_and_logs(tmp_path):
+    model = _model()
+    model.train()
+    trainer = _FakeTrainer(model, str(tmp_path))
+    hook = BNSparsity(s=0.5, prune_mode=0)
+    hook.before_train(trainer)
+    params = {p.name: p for p in model.parameters()}
+    tracked = {p.name for p in hook.scales}
+    assert "conv4_2_expand_bn_scale" in tracked and "conv4_2_linear_bn_scale" not in tracked
+    for p in params.values():
+        p.clear_gradient()
+    loss = sum((o ** 2).mean() for o in model.head_outputs(paddle.randn([2, 3, 64, 64])))
+    loss.backward()
+    before = {n: params[n].grad.numpy().copy() for n in
+              ("conv4_2_expand_bn_scale", "conv4_2_linear_bn_scale")}
+    hook.after_backward(trainer)
+    gamma = params["conv4_2_expand_bn_scale"].numpy()
+    np.testing.assert_allclose(params["conv4_2_expand_bn_scale"].grad.numpy(),
+                               before["conv4_2_expand_bn_scale"] + 0.5 * np.sign(gamma),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(params["conv4_2_linear_bn_scale"].grad.numpy(),
+                                  before["conv4_2_linear_bn_scale"])
+    hook.after_epoch(trainer, 0)
+    log = json.loads((tmp_path / "bn_sparsity.json").read_text())
+    assert sum(log["epochs"][0]["hist"]) == sum(p.shape[0] for p in hook.scales)
+    assert (tmp_path / "bn_sparsity.png").stat().st_size > 1000
+    assert BNSparsity(1.0, s_decay="linear").s_at(0.75) == pytest.approx(0.25)
+    assert sparsity_from_config({"sparsity": {"enable": False}}) is None
+    assert sparsity_from_config({}, sr=True, s=1e-3, prune=1).prune_mode == 1
+    with pytest.raises(UserError, match="sparsity.rate"):
+        sparsity_from_config({"sparsity": {"rate": 1}}, sr=True)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_sparsity_training_then_slim_prune_tool(tmp_path, shapes_root):
+    """The seed's workflow end to end on a few images: --sr training, slim_prune with
+    channels + one residual block, a short fine-tune, and the stage table."""
+    save = str(tmp_path)
+    quick = ["TrainDataset.sample_num=16", "EvalDataset.sample_num=8", "epoch=1",
+             f"save_dir={save}"]
+    r = _run("tools/train.py", "-c", CFG, "-o", *quick, "--sr", "--s", "0.001", "--prune", "1")
+    assert r.returncode == 0, r.stderr
+    sparse = os.path.join(save, "yolov3_mobilenet_v2_shapes_sparse")
+    assert os.path.isfile(os.path.join(sparse, "model_final.pdparams"))
+    assert json.load(open(os.path.join(sparse, "bn_sparsity.json")))["epochs"]
+    weights = os.path.join(sparse, "model_final")
+    r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={weights}", *quick,
+             "--global_percent", "0.99", "--layer_keep", "0.5")
+    assert r.returncode == 2 and "lower --global_percent" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    report = str(tmp_path / "slim.md")
+    r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={weights}", *quick,
+             "--global_percent", "0.3", "--layer_keep", "0.5", "--shortcuts", "1",
+             "--finetune", "--report", report)
+    assert r.returncode == 0, r.stderr
+    assert "removed residual block backbone.blocks." in r.stdout
+    assert "| layer | total channels | remaining |" in r.stdout
+    assert "After prune layers: params" in r.stdout
+    table = open(report).read()
+    for label in ("Before", "After prune channels", "After prune layers", "After finetune"):
+        assert label in table
+    slim_dir = os.path.join(save, "yolov3_mobilenet_v2_shapes_slim")
+    r = _run("tools/eval.py", "-c", CFG, "-o", f"weights={slim_dir}/model_final",
+             "EvalDataset.sample_num=8")
+    assert r.returncode == 0, r.stderr
+    assert "mAP(0.50, 11point)" in r.stdout
