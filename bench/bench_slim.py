@@ -49,14 +49,14 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="output/bench_slim")
     parser.add_argument("--baseline", default=None, help="weights of a trained baseline")
-    parser.add_argument("--s", type=float, default=1e-3)
+    parser.add_argument("--s", type=float, default=5e-3)
     parser.add_argument("--sparse_epochs", type=int, default=15)
-    parser.add_argument("--sparse_lr", type=float, default=0.001)
-    parser.add_argument("--global_percent", type=float, default=0.6)
+    parser.add_argument("--sparse_lr", type=float, default=0.003)
+    parser.add_argument("--global_percent", type=float, default=0.7)
     parser.add_argument("--layer_keep", type=float, default=0.1)
     parser.add_argument("--shortcuts", type=int, default=2)
     parser.add_argument("--finetune_epochs", type=int, default=10)
-    parser.add_argument("--finetune_lr", type=float, default=0.0006)
+    parser.add_argument("--finetune_lr", type=float, default=0.001)
     args = parser.parse_args()
     out = args.out
     base = args.baseline or f"{out}/{NAME}/model_final"

@@ -33,13 +33,13 @@ def train(cfg, name, extra=()):
     return os.path.join(save, stem), history, minutes
 
 
-def plot_curve(history, minutes, path, title):
+def plot_curve(history, minutes, path, title, target=60):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     ax.plot([h["epoch"] + 1 for h in history], [h["mAP"] * 100 for h in history], marker="o")
-    ax.axhline(60, color="gray", ls="--", lw=1)
+    ax.axhline(target, color="gray", ls="--", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("VOC mAP (11point) x100")
     ax.set_title(f"{title} ({minutes:.1f} min in all)")

@@ -73,8 +73,9 @@ def test_matching_and_encoding_by_hand():
     cls = np.array([[2, 0, 0]])
     assert match_priors(gt, priors).tolist() == [[0, 0, 1, -1]]
     variances = [0.1, 0.1, 0.2, 0.2]
-    labels, loc_t, pos = SSDLoss().targets(gt, cls, priors, variances)
+    labels, loc_t, pos, negatives = SSDLoss().targets(gt, cls, priors, variances)
     assert labels.tolist() == [[3, 3, 1, 0]]           # class + 1; 0 = background
+    assert negatives.tolist() == [[False, False, False, True]]
     assert pos.tolist() == [[True, True, True, False]]
     np.testing.assert_allclose(loc_t[0, 0], 0, atol=1e-5)
     assert loc_t[0, 1, 0] < 0 and abs(loc_t[0, 1, 1]) < 1e-5
@@ -85,12 +86,26 @@ def test_matching_and_encoding_by_hand():
     np.testing.assert_allclose(encode_boxes(gt[0, :1], priors[:1], variances), 0, atol=1e-6)
 
 
+def test_priors_half_on_an_object_are_not_mined_as_negatives():
+    priors = np.array([[0.1, 0.1, 0.3, 0.3],     # the GT itself
+                       [0.19, 0.1, 0.39, 0.3],   # IoU 0.38: neither object nor background
+                       [0.6, 0.6, 0.9, 0.9]],    # far away: a negative
+                      np.float32)
+    gt = np.array([[[0.1, 0.1, 0.3, 0.3]]], np.float32)
+    _, _, pos, negatives = SSDLoss(neg_overlap=0.3).targets(gt, np.array([[1]]), priors,
+                                                            [0.1, 0.1, 0.2, 0.2])
+    assert pos.tolist() == [[True, False, False]]
+    assert negatives.tolist() == [[False, False, True]]
+    _, _, _, negatives = SSDLoss().targets(gt, np.array([[1]]), priors, [0.1, 0.1, 0.2, 0.2])
+    assert negatives.tolist() == [[False, True, True]]
+
+
 def test_loss_is_zero_for_perfect_predictions_and_mines_3_to_1():
     rng = np.random.RandomState(0)
     priors = np.sort(rng.uniform(0, 1, (40, 2, 2)), axis=1).reshape(40, 4)  # x1 y1 x2 y2
     gt = priors[None, [5, 17]].astype(np.float32)
     loss = SSDLoss()
-    labels, loc_t, pos = loss.targets(gt, np.array([[0, 1]]), priors, [0.1, 0.1, 0.2, 0.2])
+    labels, loc_t, pos, _ = loss.targets(gt, np.array([[0, 1]]), priors, [0.1, 0.1, 0.2, 0.2])
     conf = np.full((1, 40, 3), -20., np.float32)
     conf[0, np.arange(40), labels[0]] = 20.
     out = loss(paddle.to_tensor(loc_t), paddle.to_tensor(conf), priors, [0.1, 0.1, 0.2, 0.2],
@@ -203,5 +218,6 @@ def test_prune_backbone_pointwise_conv():
     pruner.restore()
     pruner.prune({"conv2d_13.w_0": 0.5})
     new = shapes()
-    assert new["conv2d_14.w_0"][1] == 128 and new["conv2d_23.w_0"][1] == 128 \
-        and new["conv2d_29.w_0"][1] == 128
+    # conv6 is the third map of the tiny config: its loc conv is conv2d_18, conf conv2d_22
+    assert new["conv2d_14.w_0"][1] == 128 and new["conv2d_18.w_0"][1] == 128 \
+        and new["conv2d_22.w_0"][1] == 128 and new["conv2d_17.w_0"][1] == 128

@@ -74,14 +74,17 @@ class _ExtraBlock(nn.Layer):
 
 @BACKBONES.register
 class MobileNetV1SSD(nn.Layer):
-    """Returns six maps: conv5_5 (stride 16), conv6 (stride 32), then one per extra block.
+    """Returns the maps after the blocks in ``feature_maps`` (default conv5_5, stride 16,
+    and conv6, stride 32, as the fluid demo), then one per extra block.
 
     ``extra_block_filters``: [1x1 filters, 3x3 filters] per extra block, used as given
     (not multiplied by ``scale``: write scaled values in a config for a narrow model).
+    Small objects want a stride-8 map too: ``feature_maps: [conv4_1, conv5_5, conv6]``.
     """
 
     def __init__(self, scale=1.0, extra_block_filters=((256, 512), (128, 256), (128, 256),
-                                                        (64, 128))):
+                                                        (64, 128)),
+                 feature_maps=("conv5_5", "conv6")):
         super().__init__()
         c = lambda n: max(int(n * scale), 1)
         self.conv1 = FluidConvBN(3, c(32), 3, stride=2)
@@ -89,10 +92,15 @@ class MobileNetV1SSD(nn.Layer):
         in_c = c(32)
         self.out_channels = []
         self._taps = set()
+        names = [name for name, _, _ in _BLOCKS]
+        unknown = [f for f in feature_maps if f not in names]
+        if unknown:
+            raise ValueError(f"MobileNetV1SSD has no block {unknown[0]}; blocks: "
+                             f"{', '.join(names)}")
         for i, (name, out, stride) in enumerate(_BLOCKS):
             self.blocks.append(_Separable(in_c, c(out), stride))
             in_c = c(out)
-            if name in ("conv5_5", "conv6"):
+            if name in feature_maps:
                 self._taps.add(i)
                 self.out_channels.append(in_c)
         self.extras = nn.LayerList()

@@ -25,8 +25,9 @@ def iou_matrix(a, b):
     return inter / np.maximum(area(a) + area(b) - inter, 1e-10)
 
 
-def match_priors(gt_bbox, priors, threshold=0.5):
-    """Index of the matched GT per prior, -1 for background: [B, P].
+def match_priors(gt_bbox, priors, threshold=0.5, with_iou=False):
+    """Index of the matched GT per prior, -1 for background: [B, P] (and, ``with_iou``,
+    each prior's best IoU with any object: [B, P]).
 
     ``gt_bbox`` [B, G, 4], padded rows have zero size. Each GT first takes its best prior
     (so every object gets one, however it lies), then any prior whose best IoU is at least
@@ -37,7 +38,7 @@ def match_priors(gt_bbox, priors, threshold=0.5):
     match = np.where(iou.max(1) >= threshold, iou.argmax(1), -1)           # [B, P]
     b, g = np.nonzero(valid)
     match[b, iou[b, g].argmax(-1)] = g   # forced: the best prior of each GT
-    return match
+    return (match, np.maximum(iou.max(1), 0.)) if with_iou else match
 
 
 def encode_boxes(boxes, priors, variances):
@@ -57,40 +58,48 @@ def encode_boxes(boxes, priors, variances):
 class SSDLoss:
     """Smooth-L1 on the positives' offsets + softmax cross-entropy on the positives and the
     hardest negatives (``neg_pos_ratio`` per positive, per image), both divided by the
-    number of positives in the batch."""
+    number of positives in the batch.
+
+    Negatives are mined only among priors whose best IoU with any object is below
+    ``neg_overlap`` (PaddleDetection's name): a prior half on an object is neither taught
+    "object" nor "background" (the default, equal to ``overlap_threshold``, mines them all).
+    """
 
     def __init__(self, overlap_threshold=0.5, neg_pos_ratio=3.0, loc_loss_weight=1.0,
-                 conf_loss_weight=1.0):
+                 conf_loss_weight=1.0, neg_overlap=None):
         self.overlap_threshold = overlap_threshold
+        self.neg_overlap = overlap_threshold if neg_overlap is None else neg_overlap
         self.neg_pos_ratio = neg_pos_ratio
         self.loc_loss_weight = loc_loss_weight
         self.conf_loss_weight = conf_loss_weight
 
     def targets(self, gt_bbox, gt_class, priors, variances):
-        """Numpy (labels [B, P] with 0 = background, loc targets [B, P, 4], positives)."""
+        """Numpy (labels [B, P] with 0 = background, loc targets [B, P, 4], positives,
+        priors that may be mined as negatives)."""
         if gt_bbox.size and gt_bbox.max() > 1.01:
             raise ValueError("SSDLoss needs gt_bbox as x1,y1,x2,y2 normalised to [0, 1]: "
                              "add NormalizeBox to TrainReader before Permute")
-        match = match_priors(gt_bbox, priors, self.overlap_threshold)
+        match, best = match_priors(gt_bbox, priors, self.overlap_threshold, with_iou=True)
         pos = match >= 0
         idx = np.maximum(match, 0)
         rows = np.arange(len(match))[:, None]
         labels = np.where(pos, gt_class.reshape(gt_class.shape[:2])[rows, idx] + 1, 0)
         loc_t = encode_boxes(gt_bbox[rows, idx], priors[None], variances)
-        return labels.astype("int64"), np.where(pos[..., None], loc_t, 0.), pos
+        return (labels.astype("int64"), np.where(pos[..., None], loc_t, 0.), pos,
+                ~pos & (best < self.neg_overlap))
 
     def __call__(self, loc, conf, priors, variances, gt_bbox, gt_class):
-        labels, loc_t, pos = self.targets(_numpy(gt_bbox).astype("float32"),
+        labels, loc_t, pos, negatives = self.targets(_numpy(gt_bbox).astype("float32"),
                                           _numpy(gt_class).astype("int64"), priors,
                                           variances)
         ce = F.cross_entropy(conf, paddle.to_tensor(labels)[..., None],
                              reduction="none").squeeze(-1)                 # [B, P]
         # hard negatives: the background priors the model gets most wrong
-        neg_loss = np.where(pos, -np.inf, ce.numpy())
+        neg_loss = np.where(negatives, ce.numpy(), -np.inf)
         rank = np.empty_like(labels)
         np.put_along_axis(rank, np.argsort(-neg_loss, axis=1, kind="stable"),
                           np.arange(labels.shape[1])[None], axis=1)
-        num_neg = np.minimum(self.neg_pos_ratio * pos.sum(1), (~pos).sum(1))
+        num_neg = np.minimum(self.neg_pos_ratio * pos.sum(1), negatives.sum(1))
         keep = pos | (rank < num_neg[:, None])
         n = float(max(pos.sum(), 1))
         conf_loss = (ce * paddle.to_tensor(keep.astype("float32"))).sum() / n
