@@ -186,8 +186,12 @@ def test_export_matches_dygraph(tiny, tmp_path):
     with paddle.no_grad():
         unit = model({"image": paddle.to_tensor(x), "im_shape": paddle.to_tensor(shape),
                       "scale_factor": paddle.ones([1, 2])})["bbox"].numpy()
-    np.testing.assert_allclose(unit[:, 2:] * [1.25, 2, 1.25, 2], ref[:, 2:], rtol=1e-4,
-                               atol=1e-3)
+    assert len(unit) == len(ref)
+    for row in ref[top]:      # rows of equal score may come in another order: match them
+        same = unit[(unit[:, 0] == row[0]) & (np.abs(unit[:, 1] - row[1]) < 1e-6)]
+        assert len(same) >= 1
+        err = np.abs(same[:, 2:] * [1.25, 2, 1.25, 2] - row[2:]).max(axis=1)
+        assert err.min() <= 1e-3 + 1e-4 * np.abs(row[2:]).max()
 
 
 def test_prune_backbone_pointwise_conv():
