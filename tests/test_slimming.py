@@ -229,7 +229,7 @@ def test_sparsity_training_then_slim_prune_tool(tmp_path, shapes_root):
     assert json.load(open(os.path.join(sparse, "bn_sparsity.json")))["epochs"]
     weights = os.path.join(sparse, "model_final")
     r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={weights}", *quick,
-             "--global_percent", "0.99", "--layer_keep", "0.5")
+             "--global_percent", "0.99")
     assert r.returncode == 2 and "lower --global_percent" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     report = str(tmp_path / "slim.md")

@@ -129,7 +129,7 @@ def layer_masks(layer, threshold, layer_keep):
     """Keep |gamma| >= threshold, but at least ``layer_keep`` of the channels (largest first)."""
     gamma = _abs_gamma(layer)
     keep = gamma >= threshold
-    least = max(1, int(math.ceil(len(gamma) * layer_keep)))
+    least = int(math.ceil(len(gamma) * layer_keep))
     if keep.sum() < least:
         keep = np.zeros(len(gamma), bool)
         keep[np.argsort(-gamma, kind="stable")[:least]] = True

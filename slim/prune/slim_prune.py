@@ -25,8 +25,9 @@ def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument("--global_percent", type=float, default=0.2,
                         help="share of all prunable BN scales under the threshold")
-    parser.add_argument("--layer_keep", type=float, default=0.01,
-                        help="keep at least this share of every layer's channels")
+    parser.add_argument("--layer_keep", type=float, default=0.0,
+                        help="keep at least this share of every layer's channels; without "
+                             "it a threshold that would empty a layer is refused")
     parser.add_argument("--shortcuts", type=int, default=0,
                         help="residual blocks to remove (weakest mean |gamma| first)")
     parser.add_argument("--prune", type=int, default=1, choices=[0, 1],
@@ -65,9 +66,12 @@ def main(argv=None):
     print(f"global threshold {threshold:.4f} (must stay <= {safe:.4f}, the smallest "
           f"per-layer max |gamma|)")
     if threshold > safe:
-        raise UserError(f"--global_percent {args.global_percent} gives threshold "
-                        f"{threshold:.4f}, above {safe:.4f}: some layer would lose every "
-                        f"channel; lower --global_percent")
+        if args.layer_keep <= 0:
+            raise UserError(f"--global_percent {args.global_percent} gives threshold "
+                            f"{threshold:.4f}, above {safe:.4f}: some layer would lose every "
+                            f"channel; lower --global_percent, or give --layer_keep")
+        print(f"threshold above {safe:.4f}: layers with no |gamma| over it keep their "
+              f"--layer_keep {args.layer_keep} share (largest gammas)")
     masks = slimming.group_masks(graph, threshold, args.layer_keep, args.dw_rule)
     kept = slimming.prune_channels(graph, masks)
     total = sum(b for b, _ in kept.values()) if kept else 0
