@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
-.PHONY: install test lint demo data bench clean
+.PHONY: install test lint demo data bench bench-slim bench-ssd clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ demo: data
 
 bench: data
 	$(PY) bench/bench_train.py
+
+bench-slim: data      # network slimming vs L1 pruning, tiny YOLOv3-MobileNetV2 (~50 min)
+	$(PY) bench/bench_slim.py
+
+bench-ssd: data       # tiny SSD training target and uniform -20% pruning (~15 min)
+	$(PY) bench/bench_ssd.py
 
 clean:
 	rm -rf output inference_model dataset/shapes/voc dataset/shapes/coco

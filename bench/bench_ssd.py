@@ -49,11 +49,12 @@ def main():
     plot_curve(history, minutes, os.path.join(ROOT, "bench", "ssd_map_curve.png"),
                "tiny MobileNetV1-SSD on shapes", target=50)
     best = max(h["mAP"] for h in history)
+    curve = " ".join(f"{h['mAP'] * 100:.1f}" for h in history)
     print(f"\n| tiny SSD on shapes | value | target |\n|---|---|---|\n"
           f"| best VOC mAP (11point) | {best * 100:.1f} | >= 50 |\n"
           f"| time to mAP 0.5 (2 CPU cores) | {reach} | <= 10 min |\n"
           f"| training time, whole run | {minutes:.1f} min | |\n"
-          f"| curve | {' '.join(f'{h['mAP'] * 100:.1f}' for h in history)} | |\n")
+          f"| mAP at each evaluation | {curve} | |\n")
 
     base = os.path.join(args.out, NAME, "best_model")
     prune_out = os.path.join(args.out, "uniform20")

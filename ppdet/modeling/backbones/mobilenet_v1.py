@@ -9,7 +9,7 @@ import paddle.nn as nn
 from ppdet.core.registry import BACKBONES
 from ppdet.modeling.layers import ConvBNLayer
 
-__all__ = ["MobileNetV1"]
+__all__ = ["MobileNetV1", "TappedBackbone"]
 
 # (name, out_channels at width 1.0, stride of the depthwise conv)
 _BLOCKS = [("conv2_1", 64, 1), ("conv2_2", 128, 2), ("conv3_1", 128, 1),
@@ -30,8 +30,22 @@ class DepthwiseSeparable(nn.Layer):
         return self.sep(self.dw(x))
 
 
+class TappedBackbone(nn.Layer):
+    """Stem, then blocks in order; returns the outputs of the blocks in ``feature_maps``.
+    Subclasses set ``conv1``, ``blocks``, ``block_names`` and ``feature_maps``."""
+
+    def forward(self, x):
+        x = self.conv1(x)
+        feats = []
+        for name, block in zip(self.block_names, self.blocks):
+            x = block(x)
+            if name in self.feature_maps:
+                feats.append(x)
+        return feats
+
+
 @BACKBONES.register
-class MobileNetV1(nn.Layer):
+class MobileNetV1(TappedBackbone):
     """Returns the feature maps after the blocks named in ``feature_maps``.
 
     YOLOv3 uses strides 8/16/32: ``conv4_1``, ``conv5_5`` and ``conv6``.
@@ -55,12 +69,3 @@ class MobileNetV1(nn.Layer):
                              f"{', '.join(self.block_names)}")
         self.feature_maps = list(feature_maps)
         self.out_channels = [c(dict((n, o) for n, o, _ in _BLOCKS)[f]) for f in feature_maps]
-
-    def forward(self, x):
-        x = self.conv1(x)
-        feats = []
-        for name, block in zip(self.block_names, self.blocks):
-            x = block(x)
-            if name in self.feature_maps:
-                feats.append(x)
-        return feats

@@ -9,6 +9,7 @@ adds its input back (the shortcut that network slimming ties and layer pruning r
 import paddle.nn as nn
 
 from ppdet.core.registry import BACKBONES
+from ppdet.modeling.backbones.mobilenet_v1 import TappedBackbone
 from ppdet.modeling.layers import ConvBNLayer
 
 __all__ = ["MobileNetV2", "InvertedResidual"]
@@ -42,7 +43,7 @@ class InvertedResidual(nn.Layer):
 
 
 @BACKBONES.register
-class MobileNetV2(nn.Layer):
+class MobileNetV2(TappedBackbone):
     """Returns the outputs of the blocks named in ``feature_maps`` (YOLOv3 uses strides
     8/16/32: ``conv4_3``, ``conv6_3`` and ``conv8_1``)."""
 
@@ -67,12 +68,3 @@ class MobileNetV2(nn.Layer):
                              f"{', '.join(self.block_names)}")
         self.feature_maps = list(feature_maps)
         self.out_channels = [channels[f] for f in feature_maps]
-
-    def forward(self, x):
-        x = self.conv1(x)
-        feats = []
-        for name, block in zip(self.block_names, self.blocks):
-            x = block(x)
-            if name in self.feature_maps:
-                feats.append(x)
-        return feats
