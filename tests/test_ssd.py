@@ -225,3 +225,21 @@ def test_prune_backbone_pointwise_conv():
     # conv6 is the third map of the tiny config: its loc conv is conv2d_18, conf conv2d_22
     assert new["conv2d_14.w_0"][1] == 128 and new["conv2d_18.w_0"][1] == 128 \
         and new["conv2d_22.w_0"][1] == 128 and new["conv2d_17.w_0"][1] == 128
+
+
+def test_tiny_prior_layout_gives_every_shape_a_real_match(shapes_root):
+    """The tiny config's priors must fit the shapes (16-96 px): with a stride-16 first map
+    40% of them had no prior at the matching IoU and SSD barely learned (bench/RESULTS.md)."""
+    from ppdet.engine.builder import build_dataset
+    from ppdet.modeling.losses.ssd_loss import iou_matrix
+    cfg = load_config(SHAPES_CFG)
+    model = build_model(cfg)
+    model.eval()
+    with paddle.no_grad():
+        priors = model.ssd_head.priors(model.head_outputs(paddle.zeros([1, 3, 192, 192])))
+    threshold = cfg["SSDLoss"]["overlap_threshold"]
+    boxes = np.concatenate([r["gt_bbox"] / [r["w"], r["h"], r["w"], r["h"]]
+                            for r in build_dataset(cfg, "train")]).astype("float32")
+    iou = iou_matrix(boxes, priors)                      # [objects, priors]
+    assert (iou.max(1) >= threshold).mean() >= 0.95      # few forced matches
+    assert (iou >= threshold).sum(1).mean() >= 3        # several positives per object
