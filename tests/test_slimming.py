@@ -204,7 +204,7 @@ def test_sparsity_hook_adds_s_sign_gamma_to_prunable_scales_and_logs(tmp_path):
     log = json.loads((tmp_path / "bn_sparsity.json").read_text())
     assert sum(log["epochs"][0]["hist"]) == sum(p.shape[0] for p in hook.scales)
     assert (tmp_path / "bn_sparsity.png").stat().st_size > 1000
-    assert BNSparsity(1.0, s_decay="linear").s_at(0.75) == pytest.approx(0.25)
+    assert BNSparsity(0.5, s_decay="linear").s_at(0.75) == pytest.approx(0.125)
     assert sparsity_from_config({"sparsity": {"enable": False}}) is None
     assert sparsity_from_config({}, sr=True, s=1e-3, prune=1).prune_mode == 1
     with pytest.raises(UserError, match="sparsity.rate"):
@@ -232,6 +232,10 @@ def test_sparsity_training_then_slim_prune_tool(tmp_path, shapes_root):
              "--global_percent", "0.99")
     assert r.returncode == 2 and "lower --global_percent" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={weights}", *quick,
+             "--global_percent", "0.3", "--shortcuts", "99")
+    assert r.returncode == 2 and "use 0..10" in r.stderr
+    assert not os.path.exists(os.path.join(save, "yolov3_mobilenet_v2_shapes_slim"))
     report = str(tmp_path / "slim.md")
     r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={weights}", *quick,
              "--global_percent", "0.3", "--layer_keep", "0.5", "--shortcuts", "1",
@@ -248,3 +252,47 @@ def test_sparsity_training_then_slim_prune_tool(tmp_path, shapes_root):
              "EvalDataset.sample_num=8")
     assert r.returncode == 0, r.stderr
     assert "mAP(0.50, 11point)" in r.stdout
+    # pruning again from the tool's own output would overwrite it: refused, file intact
+    channels = os.path.join(slim_dir, "channels.pdparams")
+    before = open(channels, "rb").read()
+    r = _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={slim_dir}/channels",
+             f"save_dir={save}", "--global_percent", "0.3", "--layer_keep", "0.5")
+    assert r.returncode == 2 and "output folder" in r.stderr
+    assert open(channels, "rb").read() == before
+
+
+def test_slim_checkpoints_refuse_other_configs_and_feed_pretraining(tmp_path):
+    from ppdet.engine.checkpoint import CheckpointError, ensure_outside
+    from ppdet.engine.trainer import load_pretrain
+    model = _model()
+    graph = slimming.SlimGraph(model, 1)
+    slimming.prune_channels(graph, slimming.group_masks(
+        graph, slimming.global_threshold(graph, 0.3)[0], 0.5))
+    slimming.prune_layers(model, 1)
+    path = str(tmp_path / "slim")
+    save_checkpoint(model, path, plan=channel_plan(model))
+    wider = build_model(load_config(CFG, ["MobileNetV2.scale=1.0"]))
+    with pytest.raises(CheckpointError, match="another config"):
+        load_weights(wider, path)
+    fresh = build_model(load_config(CFG))          # e.g. a second round of --sr from it
+    load_pretrain(fresh, path)
+    assert {p.name: p.shape for p in fresh.parameters()} == \
+        {p.name: p.shape for p in model.parameters()}
+    with pytest.raises(CheckpointError, match="output folder"):
+        ensure_outside(path, str(tmp_path))
+    ensure_outside(path, str(tmp_path / "elsewhere"))
+
+
+def test_bad_sparsity_and_loss_settings_are_one_line_errors():
+    from ppdet.core.config import ConfigError
+    from ppdet.modeling.losses.ssd_loss import SSDLoss
+    with pytest.raises(UserError, match="sparsity.enable"):
+        sparsity_from_config({"sparsity": {"enable": "false"}})
+    with pytest.raises(UserError, match="sparsity.s must be a number"):
+        sparsity_from_config({"sparsity": {"s": "abc"}}, sr=True)
+    with pytest.raises(UserError, match="prune mode must be 0 or 1"):
+        sparsity_from_config({"sparsity": {"prune": 2}}, sr=True)
+    with pytest.raises(ConfigError, match="neg_overlap"):
+        SSDLoss(overlap_threshold=0.4, neg_overlap=0)
+    r = _run("tools/train.py", "-c", CFG, "--s", "0.001")
+    assert r.returncode == 2 and "add --sr" in r.stderr

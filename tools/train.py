@@ -28,12 +28,18 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
 
+    from ppdet.engine.checkpoint import resolve_weights
     from ppdet.engine.trainer import Trainer, load_pretrain, set_seed
     from ppdet.slim.sparsity import sparsity_from_config
+    from ppdet.utils.cli import UserError
+    if (args.s is not None or args.prune is not None) and not args.sr:
+        raise UserError("--s and --prune set up sparsity training: add --sr (or drop them)")
     set_seed(args.seed if args.seed is not None else int(cfg.get("seed", 0)))
     hook = sparsity_from_config(cfg, args.sr, args.s, args.prune)
     save_dir = None
-    if hook:   # never overwrite the regular model the sparsity run usually starts from
+    if args.resume:   # a resumed run goes on in its own folder (_sparse, _slim, ...)
+        save_dir = os.path.dirname(os.path.abspath(resolve_weights(args.resume)))
+    elif hook:        # never overwrite the regular model the sparsity run starts from
         save_dir = os.path.join(cfg.get("save_dir", "output"), cfg["filename"] + "_sparse")
     trainer = Trainer(cfg, hooks=[hook] if hook else [], save_dir=save_dir)
     if args.resume:

@@ -29,7 +29,10 @@ def build_model(cfg):
     if "architecture" not in cfg:
         raise ConfigError("config has no 'architecture' (e.g. architecture: YOLOv3)")
     with paddle.utils.unique_name.guard():
-        return create(cfg, cfg["architecture"])
+        model = create(cfg, cfg["architecture"])
+    # what this config builds: checkpoints record it, loading compares it
+    model.config_shapes = {p.name: list(p.shape) for p in model.parameters()}
+    return model
 
 
 def build_dataset(cfg, mode):

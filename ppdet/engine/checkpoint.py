@@ -16,7 +16,8 @@ import paddle
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
-           "apply_channel_plan", "channel_plan", "load_resume"]
+           "apply_channel_plan", "channel_plan", "load_resume", "check_same_config",
+           "is_reshaped", "ensure_outside"]
 
 META_KEY = "__ppdet_meta__"
 
@@ -67,6 +68,7 @@ def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=No
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("_backup")}
     state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch,
                        "removed_layers": list(getattr(model, "removed_layers", [])),
+                       "config_shapes": getattr(model, "config_shapes", None),
                        **(extra or {})}
     atomic_write_bytes(path + ".pdparams", _to_bytes(state))
     if optimizer is not None:
@@ -116,6 +118,20 @@ def apply_channel_plan(model, plan):
     return model
 
 
+def check_same_config(model, meta, path):
+    """Weights saved from another config (other classes, width, backbone) are refused even
+    when a channel plan would make them fit: the plan only replays pruning."""
+    theirs, ours = meta.get("config_shapes"), getattr(model, "config_shapes", None)
+    if not theirs or not ours:
+        return
+    for name in sorted(set(theirs) | set(ours)):
+        if theirs.get(name) != ours.get(name):
+            raise CheckpointError(
+                f"{path} was trained with another config: parameter '{name}' is "
+                f"{theirs.get(name, 'absent')} there and {ours.get(name, 'absent')} in this "
+                f"config's model; pass the config the weights were trained with")
+
+
 def load_weights(model, weights, strict=True):
     """Load a checkpoint into ``model``: rebuild pruned shapes, then load strictly.
 
@@ -127,11 +143,15 @@ def load_weights(model, weights, strict=True):
     if not isinstance(state, dict):
         raise CheckpointError(f"{base}.pdparams is not a model state dict")
     meta = state.pop(META_KEY, {}) or {}
+    check_same_config(model, meta, base + ".pdparams")
     removed = [p for p in meta.get("removed_layers") or []
                if p not in getattr(model, "removed_layers", [])]
     if removed:                         # layer-pruned: drop the same blocks first
         from ppdet.slim.slimming import remove_layers
-        remove_layers(model, removed)
+        try:
+            remove_layers(model, removed)
+        except ValueError as e:
+            raise CheckpointError(f"{base}.pdparams: {e}") from e
     apply_channel_plan(model, meta.get("channel_plan"))
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -164,3 +184,21 @@ def load_resume(model, optimizer, checkpoint):
     optimizer.set_state_dict(opt_state["optimizer"])
     epoch = opt_state.get("epoch", meta.get("epoch"))
     return (epoch + 1) if epoch is not None else 0
+
+
+def is_reshaped(meta):
+    """Whether a checkpoint's meta describes a pruned or layer-pruned model."""
+    plan, base = meta.get("channel_plan") or {}, meta.get("config_shapes") or {}
+    return bool(meta.get("removed_layers")) or any(
+        name in base and list(shape) != list(base[name]) for name, shape in plan.items())
+
+
+def ensure_outside(weights, out_dir):
+    """Refuse to write a run into the folder its input weights come from: a later save
+    (``pruned``, ``channels``, snapshots) would overwrite them."""
+    base = os.path.abspath(resolve_weights(weights))
+    out = os.path.abspath(out_dir)
+    if os.path.dirname(base) == out or base.startswith(out + os.sep):
+        raise CheckpointError(f"the weights {base}.pdparams lie in the output folder {out}, "
+                              f"where this run saves its checkpoints: copy them elsewhere or "
+                              f"pass -o save_dir=ANOTHER_DIR")

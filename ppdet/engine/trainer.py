@@ -30,10 +30,17 @@ def set_seed(seed):
 
 
 def load_pretrain(model, path):
-    """Load what matches by key and shape (ImageNet backbones, other class counts)."""
+    """Load what matches by key and shape (ImageNet backbones, other class counts).
+    A pruned or slimmed checkpoint of this toolkit is loaded whole instead (its channel
+    plan and removed blocks rebuild the model), e.g. for a second round of --sr."""
     base = ckpt.resolve_weights(path)
     state = paddle.load(base + ".pdparams")
-    state.pop(ckpt.META_KEY, None)
+    meta = state.pop(ckpt.META_KEY, None) or {}
+    if ckpt.is_reshaped(meta):
+        ckpt.load_weights(model, base)
+        print(f"pretrain weights {base}.pdparams: a pruned model, loaded with its channel "
+              f"plan")
+        return
     own = model.state_dict()
     use = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
     model.set_state_dict(use)
@@ -61,8 +68,11 @@ class Trainer:
         self.best_map = -1.0
         self.history = []
         self._eval = None
-        self.net = self.model
-        if self.world_size > 1:
+        self.net = self.model   # wrapped for data parallelism in train(), after any resume
+
+    def _wrap_parallel(self):
+        # after resume()/pretrain loading: a pruned checkpoint changes parameter shapes
+        if self.world_size > 1 and self.net is self.model:
             paddle.distributed.init_parallel_env()
             self.net = paddle.DataParallel(self.model)
 
@@ -98,6 +108,7 @@ class Trainer:
     def train(self, validate=False):
         epochs = int(self.cfg.get("epoch", 1))
         snapshot = int(self.cfg.get("snapshot_epoch", 1))
+        self._wrap_parallel()
         for hook in self.hooks:
             if hasattr(hook, "before_train"):
                 hook.before_train(self)

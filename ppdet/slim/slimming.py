@@ -25,7 +25,7 @@ from ppdet.utils.cli import UserError
 
 __all__ = ["SlimGroup", "SlimGraph", "DW_RULES", "layer_masks", "global_threshold",
            "group_masks", "zero_scales", "prune_channels", "residual_blocks",
-           "remove_layers", "prune_layers"]
+           "remove_layers", "prune_layers", "check_shortcuts"]
 
 DW_RULES = ("max", "intersection")
 
@@ -118,7 +118,8 @@ def global_threshold(graph, global_percent):
         raise UserError(f"--global_percent must be in [0, 1), got {global_percent}")
     layers = [m for g in graph.prunable for m in g.layers]
     if not layers:
-        raise UserError("no prunable layers in this model (see the blocked groups above)")
+        raise UserError("no prunable layers in this model (slim_prune.py -v lists why each "
+                        "group is left whole)")
     gammas = np.sort(np.concatenate([_abs_gamma(m) for m in layers]))
     threshold = float(gammas[min(int(len(gammas) * global_percent), len(gammas) - 1)])
     safe = float(min(_abs_gamma(m).max() for m in layers))
@@ -282,21 +283,29 @@ def remove_layers(model, paths):
         parent, parts = model, path.split(".")
         for part in parts[:-1]:
             if part not in parent._sub_layers:
-                raise UserError(f"checkpoint removes layer '{path}', which this model lacks")
+                raise ValueError(f"it removes layer '{path}', which this model lacks: "
+                                 f"wrong config for these weights?")
             parent = parent._sub_layers[part]
         if parts[-1] not in parent._sub_layers:
-            raise UserError(f"checkpoint removes layer '{path}', which this model lacks")
+            raise ValueError(f"it removes layer '{path}', which this model lacks: "
+                             f"wrong config for these weights?")
         parent._sub_layers[parts[-1]] = paddle.nn.Identity()
     model.removed_layers = list(getattr(model, "removed_layers", [])) + list(paths)
     return model
+
+
+def check_shortcuts(model, n):
+    count = len(residual_blocks(model))
+    if not 0 <= n <= count:
+        raise UserError(f"--shortcuts {n}: this model has {count} residual blocks; use "
+                        f"0..{count}")
 
 
 def prune_layers(model, n):
     """Remove the ``n`` residual blocks whose add-feeding BN has the smallest mean |gamma|.
     Returns ``[(path, mean |gamma|)]`` of the removed blocks."""
     blocks = residual_blocks(model)
-    if n < 0 or n > len(blocks):
-        raise UserError(f"--shortcuts {n}: this model has {len(blocks)} residual blocks")
+    check_shortcuts(model, n)
     weakest = sorted(blocks, key=lambda b: b[2])[:n]
     remove_layers(model, [p for p, _, _ in weakest])
     return [(p, s) for p, _, s in weakest]

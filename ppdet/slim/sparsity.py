@@ -24,12 +24,15 @@ BINS = 40
 
 
 class BNSparsity:
-    """``prune_mode`` 0: scales of all prunable layers; 1: also those tied by shortcuts.
+    """``prune_mode`` 0: scales of prunable layers not tied by shortcuts; 1 (default, as
+    slim_prune.py): also those tied by shortcuts.
     ``s_decay``: ``none`` keeps s; ``linear``/``cosine`` take it to 0 over the run."""
 
-    def __init__(self, s=1e-4, prune_mode=0, s_decay="none"):
-        if not s > 0:
-            raise UserError(f"--s must be > 0, got {s}")
+    def __init__(self, s=1e-4, prune_mode=1, s_decay="none"):
+        if not 0 < s < 1:
+            raise UserError(f"sparsity factor s must be in (0, 1), e.g. 0.0001; got {s}")
+        if prune_mode not in (0, 1):
+            raise UserError(f"sparsity prune mode must be 0 or 1, got {prune_mode}")
         if s_decay not in S_DECAYS:
             raise UserError(f"sparsity s_decay must be one of {', '.join(S_DECAYS)}, "
                             f"got '{s_decay}'")
@@ -58,8 +61,12 @@ class BNSparsity:
             raise UserError("sparsity training: this model has no prunable BN scales")
         path = self._log_path(trainer)
         if trainer.start_epoch > 0 and os.path.isfile(path):
-            with open(path) as f:
-                log = json.load(f)
+            try:
+                with open(path) as f:
+                    log = json.load(f)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot read {path} ({e}): move it away to start the "
+                                f"sparsity log afresh") from e
             self.edges = log.get("edges")
             self.history = [h for h in log.get("epochs", []) if h["epoch"] < trainer.start_epoch]
         print(f"sparsity training: s={self.s} ({self.s_decay} decay) on "
@@ -85,10 +92,10 @@ class BNSparsity:
         self.history.append({"epoch": epoch, "s": self.s_at((epoch + 1) / epochs),
                              "share_below_1e-2": small, "mean_abs_gamma": float(gamma.mean()),
                              "hist": counts.tolist()})
-        print(f"epoch {epoch + 1}: {small:.1%} of BN scales below {SMALL}, "
-              f"mean |gamma| {gamma.mean():.4f}")
         if trainer.rank != 0:
             return
+        print(f"epoch {epoch + 1}: {small:.1%} of BN scales below {SMALL}, "
+              f"mean |gamma| {gamma.mean():.4f}")
         log = {"s": self.s, "prune_mode": self.prune_mode, "s_decay": self.s_decay,
                "edges": self.edges, "epochs": self.history}
         path = self._log_path(trainer)
@@ -103,11 +110,17 @@ def sparsity_from_config(cfg, sr=False, s=None, prune=None):
     unknown = sorted(set(section) - {"enable", "s", "prune", "s_decay"})
     if unknown:
         raise UserError(f"unknown key 'sparsity.{unknown[0]}': use enable, s, prune, s_decay")
-    if not (sr or section.get("enable")):
+    enable = section.get("enable", False)
+    if not isinstance(enable, bool):
+        raise UserError(f"sparsity.enable must be true or false, got {enable!r}")
+    if not (sr or enable):
         return None
-    return BNSparsity(s=float(s if s is not None else section.get("s", 1e-4)),
-                      prune_mode=int(prune if prune is not None else section.get("prune", 0)),
-                      s_decay=section.get("s_decay", "none"))
+    try:
+        s = float(s if s is not None else section.get("s", 1e-4))
+        prune = int(prune if prune is not None else section.get("prune", 1))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"sparsity.s must be a number and sparsity.prune 0 or 1: {e}") from e
+    return BNSparsity(s=s, prune_mode=prune, s_decay=section.get("s_decay", "none"))
 
 
 def plot_sparsity(log, path):

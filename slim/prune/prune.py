@@ -45,7 +45,12 @@ def main(argv=None):
     cfg = load_config_from_args(args)
 
     from ppdet.engine.builder import build_model, image_size_for
-    from ppdet.engine.checkpoint import channel_plan, load_weights, save_checkpoint
+    from ppdet.engine.checkpoint import (
+        channel_plan,
+        ensure_outside,
+        load_weights,
+        save_checkpoint,
+    )
     from ppdet.engine.trainer import Trainer, set_seed
     from ppdet.slim.params import format_params
     from ppdet.slim.prune_plan import (
@@ -68,6 +73,7 @@ def main(argv=None):
         trainer.train(validate=args.eval)
         return None
     size = image_size_for(cfg, "eval")
+    ensure_outside(cfg.get("weights"), save_dir)
     load_weights(model, cfg.get("weights"))
     pruner = FilterPruner(model, args.criterion, args.idx_selector)
     ratios, how = choose_ratios(model, size, args.pruned_params, args.pruned_ratios,

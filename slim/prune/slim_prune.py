@@ -44,16 +44,28 @@ def main(argv=None):
     cfg = load_config_from_args(args)
 
     from ppdet.engine.builder import build_model, image_size_for
-    from ppdet.engine.checkpoint import channel_plan, load_weights, save_checkpoint
+    from ppdet.engine.checkpoint import (
+        channel_plan,
+        ensure_outside,
+        load_weights,
+        save_checkpoint,
+    )
     from ppdet.engine.trainer import Trainer, set_seed
     from ppdet.slim import slimming
     from ppdet.slim.prune_plan import count_params
     from ppdet.slim.pruner import model_flops
+    if args.eval and not args.finetune:
+        raise UserError("--eval evaluates while fine-tuning: add --finetune (or drop --eval)")
+    if args.report and (os.path.isdir(args.report) or not os.path.isdir(
+            os.path.dirname(os.path.abspath(args.report)))):
+        raise UserError(f"--report {args.report}: give a file path in an existing folder")
     set_seed(int(cfg.get("seed", 0)))
     size = image_size_for(cfg, "eval")
+    save_dir = os.path.join(cfg.get("save_dir", "output"), cfg["filename"] + "_slim")
+    ensure_outside(cfg.get("weights"), save_dir)
     model = build_model(cfg)
     load_weights(model, cfg.get("weights"))
-    save_dir = os.path.join(cfg.get("save_dir", "output"), cfg["filename"] + "_slim")
+    slimming.check_shortcuts(model, args.shortcuts)
     flops0, params0 = model_flops(model, size), count_params(model)
 
     graph = slimming.SlimGraph(model, args.prune)
@@ -63,7 +75,7 @@ def main(argv=None):
     for g in blocked if args.verbose else []:
         print(f"  {g.layers[0].name}: {g.blocked}")
     threshold, safe = slimming.global_threshold(graph, args.global_percent)
-    print(f"global threshold {threshold:.4f} (must stay <= {safe:.4f}, the smallest "
+    print(f"global threshold {threshold:.4f} (largest safe one: {safe:.4f}, the smallest "
           f"per-layer max |gamma|)")
     if threshold > safe:
         if args.layer_keep <= 0:
@@ -112,8 +124,10 @@ def main(argv=None):
 
         from ppdet.slim.report import model_row, stage_table
         from ppdet.utils.atomic import atomic_write_bytes
-        rows = [(label, model_row(cfg, w, tempfile.mkdtemp(prefix="slim_report_")))
-                for label, w in stages]
+        rows = []
+        for label, weights in stages:
+            with tempfile.TemporaryDirectory(prefix="slim_report_") as tmp:
+                rows.append((label, model_row(cfg, weights, tmp)))
         table = stage_table(rows)
         print(table)
         atomic_write_bytes(args.report, (table + "\n").encode())

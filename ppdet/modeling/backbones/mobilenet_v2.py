@@ -1,10 +1,11 @@
 """MobileNetV2 (inverted residuals with shortcuts) with a width multiplier.
 
-Names follow the static-era PaddleClas/PaddleDetection scheme: ``conv1_1_weights`` for the
-stem, then per block ``conv{stage}_{i}_expand`` (1x1, absent when t = 1), ``_dwise``
-(depthwise 3x3) and ``_linear`` (1x1 projection, no activation); BN parameters
-``<conv>_bn_scale/_offset/_mean/_variance``. A block whose input and output shapes match
-adds its input back (the shortcut that network slimming ties and layer pruning removes).
+Names follow the PaddleClas scheme: ``conv1_1_weights`` for the stem, then per block
+``conv{stage}_{i}_expand`` (1x1), ``_dwise`` (depthwise 3x3) and ``_linear`` (1x1
+projection, no activation); BN parameters ``<conv>_bn_scale/_offset/_mean/_variance``.
+The layout is the paper's (no expansion conv when t = 1, widths rounded to multiples of 8),
+not PaddleClas's, so its ImageNet weights do not load here. A block whose input and output
+shapes match adds its input back (the shortcut that slimming ties and layer pruning removes).
 """
 import paddle.nn as nn
 

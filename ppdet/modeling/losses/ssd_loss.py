@@ -69,6 +69,11 @@ class SSDLoss:
                  conf_loss_weight=1.0, neg_overlap=None):
         self.overlap_threshold = overlap_threshold
         self.neg_overlap = overlap_threshold if neg_overlap is None else neg_overlap
+        if not (isinstance(self.neg_overlap, (int, float))
+                and 0 < self.neg_overlap <= overlap_threshold):
+            from ppdet.core.config import ConfigError
+            raise ConfigError(f"SSDLoss.neg_overlap must be in (0, overlap_threshold="
+                              f"{overlap_threshold}], got {self.neg_overlap!r}")
         self.neg_pos_ratio = neg_pos_ratio
         self.loc_loss_weight = loc_loss_weight
         self.conf_loss_weight = conf_loss_weight
