@@ -2,9 +2,9 @@
 
 ``<path>.pdparams``: the model's ``state_dict`` (structured keys, as PaddleDetection
 2.x), plus a reserved entry ``__ppdet_meta__`` with the channel plan (``{param.name:
-shape}`` of every conv/BN parameter whose shape differs from the config's model), the
-residual blocks removed by layer pruning, and bookkeeping. A pruned checkpoint therefore
-rebuilds its own shapes and structure. ``<path>.pdopt``:
+shape}`` of every parameter), the residual blocks removed by layer pruning, the shapes the
+config builds before any pruning (weights of another config are refused by them), and
+bookkeeping. A pruned checkpoint therefore rebuilds its own shapes and structure. ``<path>.pdopt``:
 optimizer + LR schedule state and the epoch, for exact resume. Writes are atomic.
 """
 import io
