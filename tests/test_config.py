@@ -41,7 +41,8 @@ def test_two_overrides_under_one_prefix_both_apply():
     assert cfg["TrainReader"]["batch_size"] == 3
     assert cfg["TrainReader"]["shuffle"] is False
     assert cfg["TrainReader"]["drop_last"] is True            # sibling kept
-    assert cfg["YOLOv3Loss"] == {"ignore_thresh": 0.5, "label_smooth": False}
+    assert cfg["YOLOv3Loss"] == {"ignore_thresh": 0.5, "label_smooth": False,
+                                 "assign": "per_level"}   # own key kept beside the base
 
 
 def test_override_values_are_yaml_and_deep_keys_work():
