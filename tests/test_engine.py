@@ -75,6 +75,17 @@ def test_strict_loading_names_the_bad_parameter(tmp_path):
         ckpt.load_weights(build_model(cfg), str(tmp_path / "junk"))
 
 
+def test_only_rank_zero_writes_checkpoints(tmp_path, monkeypatch):
+    # the pruning tools save on every rank under paddle.distributed.launch
+    model = build_model(load_config(CFG))
+    monkeypatch.setattr(paddle.distributed, "get_rank", lambda *a: 1)
+    ckpt.save_checkpoint(model, str(tmp_path / "m"))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(paddle.distributed, "get_rank", lambda *a: 0)
+    ckpt.save_checkpoint(model, str(tmp_path / "m"))
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pdparams"]
+
+
 def test_pruned_checkpoint_rebuilds_its_shapes(tmp_path):
     cfg = load_config(CFG)
     paddle.seed(1)

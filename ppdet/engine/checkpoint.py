@@ -64,7 +64,13 @@ def channel_plan(model, reference_shapes=None):
 
 
 def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=None):
-    """Write ``path.pdparams`` (+ ``path.pdopt`` with the optimizer) atomically."""
+    """Write ``path.pdparams`` (+ ``path.pdopt`` with the optimizer) atomically.
+
+    Only rank 0 writes: under ``paddle.distributed.launch`` every rank holds the same
+    weights, and the tools that prune then fine-tune run their saves on every rank.
+    """
+    if paddle.distributed.get_rank() != 0:
+        return
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("_backup")}
     state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch,
                        "removed_layers": list(getattr(model, "removed_layers", [])),

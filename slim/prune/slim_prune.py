@@ -43,6 +43,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
 
+    import paddle
+
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.checkpoint import (
         channel_plan,
@@ -119,7 +121,7 @@ def main(argv=None):
         best = os.path.join(save_dir, "best_model")
         stages.append(("After finetune", best if args.eval and os.path.isfile(
             best + ".pdparams") else os.path.join(save_dir, "model_final")))
-    if args.report:
+    if args.report and paddle.distributed.get_rank() == 0:
         import tempfile
 
         from ppdet.slim.report import model_row, stage_table
