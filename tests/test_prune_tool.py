@@ -69,6 +69,23 @@ def test_flops_target_from_sensitivities(tmp_path):
     assert abs((1 - model_flops(model, SIZE) / base) - 0.3) <= 0.01, how
 
 
+def test_flops_target_below_what_a_zero_loss_threshold_removes(tmp_path):
+    # a well-trained model: pruning several convs raises the mAP (negative losses) up to
+    # 0.5, so threshold 0 alone removes more than 15% of the FLOPs
+    model = build_model(load_config(CFG))
+    names = [p.name for p in model.parameters() if p.name.startswith("yolo_block")
+             and p.name.endswith("conv.weights")]
+    sens = {n: {r / 10: (r / 10 - 0.5) * (0.01 + 0.01 * (i % 4)) for r in range(1, 10)}
+            for i, n in enumerate(names)}
+    f = tmp_path / "s.data"
+    f.write_bytes(pickle.dumps(sens))
+    base = model_flops(model, SIZE)
+    ratios, how = choose_ratios(model, SIZE, sensitivities_file=str(f), target_flops=0.15)
+    FilterPruner(model).prune(ratios)
+    assert abs((1 - model_flops(model, SIZE) / base) - 0.15) <= 0.01, how
+    assert "-" in how.split("loss threshold")[1].split()[0], how   # a negative threshold
+
+
 def test_align_rounds_kept_filters():
     model = build_model(load_config(CFG))
     r = align_ratios(model, {"yolo_block.0.0.0.conv.weights": 0.33}, 8)

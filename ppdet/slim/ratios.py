@@ -45,7 +45,10 @@ def search_loss_for_flops(model, sensitivities, target, image_size, tol=0.01, pr
         raise UserError(f"pruning every analysed conv as far as measured removes only "
                         f"{top:.1%} of FLOPs, short of {target:.0%}: analyse more convs or "
                         f"larger ratios, or lower the target")
-    lo, best = 0.0, (hi, top)
+    # losses below 0 (pruning raised the mAP) are common on a well-trained model: a threshold
+    # of 0 can already remove more than the target, so the search starts below the lowest
+    lo = min(0.0, min(min(v.values()) for v in sensitivities.values() if v)) - 1e-6
+    best = (hi, top)
     for _ in range(max_iter):
         mid = (lo + hi) / 2
         r = reduction(mid)
