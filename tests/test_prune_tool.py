@@ -84,6 +84,10 @@ def test_flops_target_below_what_a_zero_loss_threshold_removes(tmp_path):
     FilterPruner(model).prune(ratios)
     assert abs((1 - model_flops(model, SIZE) / base) - 0.15) <= 0.01, how
     assert "-" in how.split("loss threshold")[1].split()[0], how   # a negative threshold
+    for empty in ({}, {names[0]: {}}):
+        f.write_bytes(pickle.dumps(empty))
+        with pytest.raises(UserError, match="holds no measurements"):
+            choose_ratios(model, SIZE, sensitivities_file=str(f), target_flops=0.15)
 
 
 def test_align_rounds_kept_filters():

@@ -35,6 +35,9 @@ def search_loss_for_flops(model, sensitivities, target, image_size, tol=0.01, pr
     if not 0 < target < 1:
         raise UserError(f"--target_flops {target} is outside (0, 1): it is the share of FLOPs "
                         f"to remove, e.g. 0.5")
+    if not any(sensitivities.values()):
+        raise UserError("the sensitivities file holds no measurements: let "
+                        "slim/sensitive/sensitive.py finish (or merge its shards) first")
     pruner = pruner or FilterPruner(model)
     base = model_flops(model, image_size)
     hi = max(max(v.values()) for v in sensitivities.values() if v) + 1e-6

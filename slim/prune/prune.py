@@ -44,6 +44,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
 
+    import paddle
+
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.checkpoint import (
         channel_plan,
@@ -89,7 +91,8 @@ def main(argv=None):
     os.makedirs(save_dir, exist_ok=True)
     save_checkpoint(model, os.path.join(save_dir, "pruned"), plan=channel_plan(model),
                     extra={"ratios": ratios})
-    print(f"pruned model (before fine-tuning): {os.path.join(save_dir, 'pruned')}")
+    if paddle.distributed.get_rank() == 0:       # the only rank that writes
+        print(f"pruned model (before fine-tuning): {os.path.join(save_dir, 'pruned')}")
     if args.no_finetune:
         return None
     trainer = Trainer(cfg, model=model, save_dir=save_dir)

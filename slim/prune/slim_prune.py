@@ -107,7 +107,8 @@ def main(argv=None):
                         extra={"slim": {"global_percent": args.global_percent,
                                         "layer_keep": args.layer_keep,
                                         "threshold": threshold, "dw_rule": args.dw_rule}})
-        print(f"saved {path}.pdparams")
+        if paddle.distributed.get_rank() == 0:   # the only rank that writes
+            print(f"saved {path}.pdparams")
         stages.append((label, path))
 
     checkpoint("channels", "After prune channels")

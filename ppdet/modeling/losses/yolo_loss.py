@@ -16,7 +16,7 @@ class YOLOv3Loss:
 
     - ``best`` (YOLOv3): only the best-shaped of all anchors, so one output level;
     - ``per_level``: the best-shaped anchor of every level, so each object trains one
-      anchor per level. A small from-scratch model learns several times faster with it
+      anchor per level. A small from-scratch model learns about 2.5x faster with it
       (three positives per object instead of one; measured in bench/RESULTS.md), while
       NMS merges the extra detections.
     """
