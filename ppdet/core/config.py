@@ -3,7 +3,10 @@
 A config is a plain nested dict. ``_BASE_`` lists files (relative to the including
 file) that are deep-merged in order, later ones winning, before the file's own keys.
 Datasets may be written PaddleDetection-style as ``TrainDataset: !VOCDataSet {...}``;
-the tag becomes a ``name`` key so the dict stays plain.
+the tag becomes a ``name`` key so the dict stays plain. As in PaddleDetection, a tagged
+object given again later (a later ``_BASE_`` file, the including file, or ``-o``)
+replaces the earlier one whole, while plain mappings merge key by key: a config can
+inherit a shipped one and swap its dataset without keeping the old dataset's keys.
 """
 import copy
 import difflib
@@ -12,6 +15,7 @@ import os
 import yaml
 
 from ppdet.core import registry
+from ppdet.core.errors import ConfigError
 
 __all__ = ["ConfigError", "load_config", "apply_overrides", "parse_overrides",
            "merge_config", "validate_config", "TOP_LEVEL_KEYS", "dump_config"]
@@ -30,21 +34,33 @@ TOP_LEVEL_KEYS = {
 
 # Keys of the TrainReader / EvalReader / TestReader sections.
 READER_KEYS = {"sample_transforms", "batch_transforms", "batch_size", "shuffle", "drop_last",
-               "worker_num", "use_shared_memory", "inputs_def", "fuse_normalize"}
-
-
-class ConfigError(ValueError):
-    """A config or override that cannot be used; the message says how to fix it."""
+               "worker_num", "use_shared_memory", "inputs_def", "fuse_normalize",
+               "skip_bad_images"}
 
 
 class _Loader(yaml.SafeLoader):
     pass
 
 
+class _Tagged(dict):
+    """A mapping written with a ``!Tag``: one object. Given again later it replaces the
+    earlier one whole instead of merging into it (PaddleDetection's rule), so swapping
+    ``!VOCDataSet`` for ``!COCODataSet`` leaves none of the old dataset's keys behind."""
+
+
 def _tagged_mapping(loader, tag_suffix, node):
     data = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) \
         else {}
-    return {"name": tag_suffix, **data}
+    return _Tagged({"name": tag_suffix, **data})
+
+
+def _plain(node):
+    """The config as plain dicts and lists (what the rest of the code and YAML dumps see)."""
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
 
 
 _Loader.add_multi_constructor("!", _tagged_mapping)
@@ -61,10 +77,12 @@ def _read_yaml(path):
 
 
 def merge_config(base, extra):
-    """Deep-merge ``extra`` into a copy of ``base``: mappings merge, anything else replaces."""
+    """Deep-merge ``extra`` into a copy of ``base``: plain mappings merge key by key; a
+    tagged object (``!VOCDataSet {...}``) and anything else replaces what was there."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and not isinstance(value, _Tagged) \
+                and isinstance(out.get(key), dict):
             out[key] = merge_config(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -96,7 +114,11 @@ def parse_overrides(opts):
         keys = [k for k in key.strip().split(".")]
         if not all(keys):
             raise ConfigError(f"override key '{key}' has an empty part")
-        parsed = yaml.load(value, Loader=_Loader) if value.strip() else ""
+        try:
+            parsed = yaml.load(value, Loader=_Loader) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override '{item}': the value is not valid YAML "
+                              f"({str(e).splitlines()[0]})") from e
         pairs.append((keys, parsed))
     return pairs
 
@@ -200,6 +222,9 @@ def load_config(path, overrides=None, validate=True):
     if validate:
         validate_config(cfg, source=path)
     cfg = apply_overrides(cfg, overrides or [])
+    if validate and overrides:
+        validate_config(cfg, source="-o")
+    cfg = _plain(cfg)
     cfg["filename"] = os.path.splitext(os.path.basename(path))[0]
     return cfg
 

@@ -13,9 +13,40 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ppdet.core.errors import DataError
 from ppdet.core.registry import DATASETS
 
 __all__ = ["DetDataset", "COCODataSet", "BOX_KEYS"]
+
+
+def one_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fields(path, where, item, types):
+    """``item`` must be a dict holding ``types``' keys with values of those types."""
+    if not isinstance(item, dict):
+        raise DataError(f"{path}: {where} is a {type(item).__name__}, not an object")
+    for key, kind in types.items():
+        if key not in item:
+            raise DataError(f"{path}: {where} has no '{key}'")
+        value = item[key]
+        ok = isinstance(value, kind) and not isinstance(value, bool)
+        if kind is int and isinstance(value, float) and value.is_integer():
+            ok = True
+        if not ok:
+            raise DataError(f"{path}: {where} '{key}' is {value!r}, not a "
+                            f"{'number' if kind is int else kind.__name__}")
+    return item
+
+
+def _unique(path, field, ids):
+    seen = set()
+    for i in ids:
+        if i in seen:
+            raise DataError(f"{path}: '{field}' holds id {i} twice")
+        seen.add(i)
 
 BOX_KEYS = ("gt_bbox", "gt_class", "difficult", "is_crowd", "gt_score")  # one row per box
 
@@ -34,7 +65,7 @@ def image_hw(im_file):
     """(h, w) of an image, for annotations that do not give its size."""
     im = cv2.imread(str(im_file), cv2.IMREAD_UNCHANGED)
     if im is None:
-        raise ValueError(f"cannot read image {im_file}")
+        raise DataError(f"cannot read image {im_file}: not an image, or corrupt")
     return int(im.shape[0]), int(im.shape[1])
 
 
@@ -60,6 +91,7 @@ class DetDataset:
         self.records = []
         self.class_names = []
         self.clsid2catid = {}
+        self.unused_classes = []    # names of classes without any box (counted, allowed)
 
     @property
     def num_classes(self):
@@ -159,17 +191,44 @@ class COCODataSet(DetDataset):
             raise FileNotFoundError(f"annotation file not found: {path}")
         try:
             gt = json.loads(path.read_text())
-            cats = sorted(gt["categories"], key=lambda c: c["id"])
-            images = sorted(gt["images"], key=lambda im: im["id"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"cannot read COCO annotations {path}: {e!r}") from e
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DataError(f"{path} is not valid JSON: {one_line(e)}") from e
+        if not isinstance(gt, dict):
+            raise DataError(f"{path} holds a {type(gt).__name__}, not a COCO dict")
+        for field in ("images", "categories"):
+            if not isinstance(gt.get(field), list):
+                raise DataError(f"{path}: '{field}' is missing or not a list (a COCO "
+                                f"annotation file needs images, annotations, categories)")
+        cats = [_fields(path, f"categories[{i}]", c, {"id": int, "name": str})
+                for i, c in enumerate(gt["categories"])]
+        images = [_fields(path, f"images[{i}]", im, {"id": int, "file_name": str})
+                  for i, im in enumerate(gt["images"])]
+        cats.sort(key=lambda c: c["id"])
+        images.sort(key=lambda im: im["id"])
+        _unique(path, "categories", [c["id"] for c in cats])
+        _unique(path, "images", [im["id"] for im in images])
         self.class_names = [c["name"] for c in cats]
         self.clsid2catid = {i: c["id"] for i, c in enumerate(cats)}
         catid2clsid = self.catid2clsid
+        image_ids = {im["id"] for im in images}
         anns = defaultdict(list)
-        for a in gt.get("annotations", []):
+        used = set()
+        for i, a in enumerate(gt.get("annotations") or []):
+            a = _fields(path, f"annotations[{i}]", a,
+                        {"image_id": int, "category_id": int, "bbox": list})
+            where = f"{path}: annotation {a.get('id', f'#{i}')}"
+            if a["image_id"] not in image_ids:
+                raise DataError(f"{where} is on image_id {a['image_id']}, which is not in "
+                                f"'images'")
+            if a["category_id"] not in catid2clsid:
+                raise DataError(f"{where} has category_id {a['category_id']}, which is not "
+                                f"in 'categories'")
+            if len(a["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in a["bbox"]):
+                raise DataError(f"{where}: bbox {a['bbox']} is not [x, y, w, h]")
+            used.add(a["category_id"])
             if not a.get("iscrowd", 0):
                 anns[a["image_id"]].append(a)
+        self.unused_classes = [c["name"] for c in cats if c["id"] not in used]
         records = []
         for im in images:
             im_file = self.image_dir / im["file_name"]
@@ -180,9 +239,6 @@ class COCODataSet(DetDataset):
                 h, w = image_hw(im_file)
             boxes, classes = [], []
             for a in anns[im["id"]]:
-                if a["category_id"] not in catid2clsid:
-                    raise ValueError(f"{path}: annotation {a.get('id')} has category id "
-                                     f"{a['category_id']}, not in its categories")
                 x, y, bw, bh = a["bbox"]
                 boxes.append([x, y, x + bw, y + bh])
                 classes.append(catid2clsid[a["category_id"]])

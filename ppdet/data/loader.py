@@ -5,16 +5,22 @@ per sample and per batch, so the data do not depend on ``worker_num`` or on whic
 process handled a sample. Batches are dicts of numpy arrays.
 """
 import contextlib
+import copy
 import math
+import sys
 
+import cv2
 import numpy as np
 
+from ppdet.core.errors import ConfigError, DataError, UserError
 from ppdet.data.transforms import Compose
 
 __all__ = ["build_loader", "DetLoader"]
 
 READER_KEYS = ("sample_transforms", "batch_transforms", "batch_size", "shuffle", "drop_last",
-               "worker_num", "use_shared_memory")
+               "worker_num", "use_shared_memory", "skip_bad_images")
+SECTIONS = {"train": "TrainReader", "eval": "EvalReader", "test": "TestReader"}
+SKIP_HINT = "; to skip unreadable training images set TrainReader.skip_bad_images: true"
 EVAL_KEYS = ("image", "im_shape", "scale_factor", "im_id")
 NOT_BATCHED = ("im_file", "h", "w")
 
@@ -71,8 +77,8 @@ class _BatchSampler:
 class _Samples:
     """Map-style dataset over (index, sample seed, batch seed) keys; applies sample transforms."""
 
-    def __init__(self, dataset, transforms):
-        self.dataset, self.transforms = dataset, transforms
+    def __init__(self, dataset, transforms, hint=""):
+        self.dataset, self.transforms, self.hint = dataset, transforms, hint
 
     def __len__(self):
         return len(self.dataset)
@@ -80,7 +86,10 @@ class _Samples:
     def __getitem__(self, key):
         idx, sample_seed, batch_seed = key
         with _seeded(sample_seed):
-            sample = self.transforms(self.dataset[idx])
+            try:
+                sample = self.transforms(self.dataset[idx])
+            except DataError as e:
+                raise DataError(f"{e}{self.hint}") from None
         sample["_batch_seed"] = batch_seed
         return sample
 
@@ -125,16 +134,27 @@ class DetLoader:
 
     def __init__(self, dataset, sample_transforms=None, batch_transforms=None, batch_size=1,
                  shuffle=None, drop_last=False, worker_num=0, mode="train", seed=None,
-                 rank=None, world_size=None, use_shared_memory=False):
+                 rank=None, world_size=None, use_shared_memory=False, skip_bad_images=False):
         if mode not in ("train", "eval", "test"):
             raise ValueError(f"mode must be train, eval or test, not {mode!r}")
+        section = SECTIONS[mode]
+        for key, value, low in (("batch_size", batch_size, 1), ("worker_num", worker_num, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{section}.{key} is {value!r}: it must be an integer "
+                                  f">= {low}")
+        if skip_bad_images and mode != "train":
+            raise ConfigError(f"{section}.skip_bad_images: only training may skip images; "
+                              f"evaluation never drops any (fix or remove the image)")
+        if skip_bad_images:
+            dataset = _readable_only(dataset)
         if rank is None or world_size is None:
             rank, world_size = _dist_info(rank, world_size)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world_size {world_size}")
         self.dataset, self.mode, self.worker_num = dataset, mode, int(worker_num)
         self.use_shared_memory = use_shared_memory
-        self.samples = _Samples(dataset, Compose(sample_transforms))
+        self.samples = _Samples(dataset, Compose(sample_transforms),
+                                SKIP_HINT if mode == "train" and not skip_bad_images else "")
         self.collate = _Collate(Compose(batch_transforms, batch=True), mode)
         self.sampler = _BatchSampler(
             len(dataset), int(batch_size), mode == "train" if shuffle is None else shuffle,
@@ -153,8 +173,11 @@ class DetLoader:
                 for keys in self.sampler:
                     yield self.collate([self.samples[k] for k in keys])
             else:
-                for batch in self._paddle():
-                    yield {k: v.numpy() for k, v in batch.items()}
+                try:
+                    for batch in self._paddle():
+                        yield {k: v.numpy() for k, v in batch.items()}
+                except UserError as e:    # re-raised by paddle with the worker's traceback
+                    raise type(e)(_worker_message(e)) from None
         finally:
             self.sampler.epoch += 1
 
@@ -166,6 +189,40 @@ class DetLoader:
                 num_workers=self.worker_num, use_shared_memory=self.use_shared_memory,
                 return_list=True)  # no cv2.setNumThreads in workers: it hangs after fork
         return self._paddle_loader
+
+
+def _worker_message(exc):
+    """The original message of an error paddle re-raised from a worker process (paddle puts
+    the worker's traceback in the message; its last line is ``module.Type: message``)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    if len(lines) < 2 or "caught" not in lines[0]:
+        return str(exc)
+    last = lines[-1]
+    name = type(exc).__name__ + ": "
+    return last.split(name, 1)[1] if name in last else last
+
+
+def _readable(path):
+    """Whether OpenCV can decode the image (at 1/8 scale: cheap, same header and data)."""
+    return cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+
+def _readable_only(dataset):
+    """A shallow copy of ``dataset`` without the records whose image cannot be read, with
+    one warning counting them (``TrainReader.skip_bad_images: true``)."""
+    bad = [r["im_file"] for r in dataset.records if not _readable(r["im_file"])]
+    if not bad:
+        return dataset
+    keep = copy.copy(dataset)
+    gone = set(bad)
+    keep.records = [r for r in dataset.records if r["im_file"] not in gone]
+    if hasattr(keep, "_by_id"):
+        keep._by_id = None
+    print(f"warning: skip_bad_images: skipping {len(bad)} of {len(dataset.records)} training "
+          f"images that cannot be read (first: {bad[0]})", file=sys.stderr)
+    if not keep.records:
+        raise DataError(f"no training image can be read (first: {bad[0]})")
+    return keep
 
 
 def _dist_info(rank, world_size):

@@ -10,6 +10,7 @@ import os
 import cv2
 import numpy as np
 
+from ppdet.core.errors import DataError
 from ppdet.core.registry import TRANSFORMS
 from ppdet.data.coco import BOX_KEYS
 
@@ -43,7 +44,7 @@ class Decode:
             path = sample["im_file"]
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"image not found: {path}")
-            raise ValueError(f"cannot decode image {path}")
+            raise DataError(f"cannot decode image {path}: not an image, or corrupt")
         sample["image"] = cv2.cvtColor(im, cv2.COLOR_BGR2RGB)
         sample["h"], sample["w"] = im.shape[:2]
         sample["im_shape"] = np.array(im.shape[:2], np.float32)

@@ -1,6 +1,7 @@
 """Pascal VOC reader: XML annotations listed by an ImageSets id file or a PaddleDetection list."""
 import xml.etree.ElementTree as ET
 
+from ppdet.core.errors import DataError
 from ppdet.core.registry import DATASETS
 from ppdet.data.coco import DetDataset, image_hw, make_record
 
@@ -15,7 +16,7 @@ def _read_lines(path, what):
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read {what} {path}: {e}") from e
+        raise DataError(f"cannot read {what} {path}: {e}") from e
 
 
 def parse_voc_xml(xml_file):
@@ -25,16 +26,31 @@ def parse_voc_xml(xml_file):
     except FileNotFoundError:
         raise FileNotFoundError(f"annotation file not found: {xml_file}") from None
     except (ET.ParseError, OSError) as e:
-        raise ValueError(f"cannot parse annotation file {xml_file}: {e}") from e
-    size = lambda k: int(float(root.findtext(f"size/{k}") or 0))
+        raise DataError(f"cannot parse annotation file {xml_file}: {e}") from e
+
+    def size(k):
+        text = root.findtext(f"size/{k}") or 0
+        try:
+            return int(float(text))
+        except ValueError:
+            raise DataError(f"{xml_file}: size/{k} is {text!r}, not a number") from None
+
     objects = []
     for obj in root.iter("object"):
         name = (obj.findtext("name") or "").strip()
         try:
             box = [float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
         except (TypeError, ValueError):
-            raise ValueError(f"{xml_file}: object '{name}' has no valid bndbox") from None
-        objects.append((name, int(float(obj.findtext("difficult") or 0)), box))
+            raise DataError(f"{xml_file}: object '{name}' has no valid bndbox "
+                            f"(xmin, ymin, xmax, ymax)") from None
+        if not name:
+            raise DataError(f"{xml_file}: an object has no name")
+        try:
+            difficult = int(float(obj.findtext("difficult") or 0))
+        except ValueError:
+            raise DataError(f"{xml_file}: object '{name}' has difficult "
+                            f"{obj.findtext('difficult')!r}, not 0 or 1") from None
+        objects.append((name, difficult, box))
     return {"filename": (root.findtext("filename") or "").strip(), "h": size("height"),
             "w": size("width"), "objects": objects}
 
@@ -62,7 +78,7 @@ class VOCDataSet(DetDataset):
             elif len(tokens) == 2:
                 img, xml = self.image_dir / tokens[0], self.dataset_dir / tokens[1]
             else:
-                raise ValueError(f"{self.anno_path}:{no}: expected 'id' or 'image_path "
+                raise DataError(f"{self.anno_path}:{no}: expected 'id' or 'image_path "
                                  f"xml_path', got {' '.join(tokens)!r}")
             entries.append((img, xml, parse_voc_xml(xml)))
         self.class_names = self._class_names(class_names, label_list, entries)
@@ -76,10 +92,13 @@ class VOCDataSet(DetDataset):
             h, w = (ann["h"], ann["w"]) if ann["h"] > 0 and ann["w"] > 0 else image_hw(img)
             for name, _, _ in ann["objects"]:
                 if name not in cname2cid:
-                    raise ValueError(f"{xml}: class '{name}' is not one of {self.class_names}")
+                    raise DataError(f"{xml}: class '{name}' is not one of "
+                                    f"{self.class_names}: add it to the dataset's class list")
             objs = ann["objects"]
             records.append(make_record(img, 0, h, w, [o[2] for o in objs],
                                        [cname2cid[o[0]] for o in objs], [o[1] for o in objs]))
+        seen = {o[0] for _, _, ann in entries for o in ann["objects"]}
+        self.unused_classes = [n for n in self.class_names if n not in seen]
         self._finish(records)
         for i, r in enumerate(self.records):
             r["im_id"] = i

@@ -5,8 +5,9 @@ from ppdet.core.config import ConfigError
 from ppdet.core.registry import DATASETS
 from ppdet.core.workspace import create
 
-__all__ = ["REPO_ROOT", "build_model", "build_dataset", "build_reader", "build_metric_for",
-           "resolve_path", "class_names_for", "image_size_for"]
+__all__ = ["REPO_ROOT", "build_model", "build_dataset", "check_num_classes", "build_reader",
+           "build_metric_for", "check_metric_config", "resolve_path", "class_names_for",
+           "image_size_for"]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MODES = {"train": ("TrainDataset", "TrainReader"), "eval": ("EvalDataset", "EvalReader"),
@@ -53,7 +54,32 @@ def build_dataset(cfg, mode):
             hint = ("; create it with: python dataset/shapes/make_shapes.py"
                     if "shapes" in str(raw) else "")
             raise ConfigError(f"dataset directory not found: {raw}{hint}")
-    return DATASETS.build(name, section)
+    try:
+        dataset = DATASETS.build(name, section)
+    except (TypeError, KeyError) as e:
+        raise ConfigError(f"{key}: {e}".replace('"', "")) from e
+    if mode in ("train", "eval"):
+        check_num_classes(cfg, dataset, key)
+    return dataset
+
+
+def check_num_classes(cfg, dataset, key="dataset"):
+    """The model's ``num_classes`` must be the dataset's class count (COCO categories, VOC
+    label list or class_names). Categories without any box are allowed; they are counted."""
+    want = cfg.get("num_classes")
+    have = dataset.num_classes
+    unused = getattr(dataset, "unused_classes", [])
+    note = ""
+    if unused:
+        shown = ", ".join(f"'{n}'" for n in unused[:3]) + (" ..." if len(unused) > 3 else "")
+        note = f" ({len(unused)} of them without any box: {shown})"
+    if want is not None and have and int(want) != have:
+        raise ConfigError(f"num_classes is {want} but {key} ({dataset.anno_path}) has {have} "
+                          f"classes{note}: set num_classes: {have}, or give the dataset the "
+                          f"{want} classes the model should learn")
+    if unused:
+        print(f"note: {key} {dataset.anno_path}: {have} classes{note}; they count in "
+              f"num_classes")
 
 
 def build_reader(cfg, mode, dataset=None, **kw):
@@ -62,11 +88,30 @@ def build_reader(cfg, mode, dataset=None, **kw):
     reader_cfg = dict(cfg.get(_MODES[mode][1]) or {})
     if "worker_num" not in reader_cfg and "worker_num" in cfg:
         reader_cfg["worker_num"] = cfg["worker_num"]
-    return build_loader(reader_cfg, dataset, mode, **kw)
+    try:
+        return build_loader(reader_cfg, dataset, mode, **kw)
+    except (KeyError, ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{_MODES[mode][1]}: {str(e).strip(chr(34))}") from e
+
+
+def check_metric_config(cfg):
+    """``metric`` and ``map_type`` are usable (checked before any slow step)."""
+    from ppdet.metrics.evaluator import METRIC_NAMES
+    from ppdet.metrics.voc_map import MAP_TYPES
+    metric = str(cfg.get("metric", "VOC"))
+    if metric.upper() not in METRIC_NAMES:
+        raise ConfigError(f"metric '{metric}' is not one of {', '.join(METRIC_NAMES)}")
+    map_type = cfg.get("map_type", "11point")
+    if metric.upper() == "VOC" and map_type not in MAP_TYPES:
+        raise ConfigError(f"map_type '{map_type}' is not one of {', '.join(MAP_TYPES)}")
+    return metric.upper()
 
 
 def build_metric_for(cfg, dataset):
     from ppdet.metrics.evaluator import build_metric
+    check_metric_config(cfg)
     return build_metric(cfg.get("metric", "VOC"), dataset,
                         map_type=cfg.get("map_type", "11point"))
 

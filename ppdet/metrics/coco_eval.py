@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+from collections.abc import Mapping
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -53,7 +54,12 @@ def load_coco_gt(coco_gt):
 
 class COCOMetric:
     """COCO bbox metric; ``clsid2catid`` maps class index -> category id (default: the GT
-    categories in id order). ``output_eval``: folder where ``accumulate`` writes bbox.json."""
+    categories in id order). ``output_eval``: folder where ``accumulate`` writes bbox.json.
+
+    The headline number (``score``, ``accumulate()['mAP']``) is AP at IoU 0.50:0.95,
+    ``COCOeval.stats[0]``, as PaddleDetection reports it."""
+
+    headline = "AP(0.50:0.95)"
 
     def __init__(self, coco_gt, clsid2catid=None, verbose=False, output_eval=None):
         self.coco_gt = load_coco_gt(coco_gt)
@@ -77,10 +83,14 @@ class COCOMetric:
         self._rows.append(rows)
         self._row_ids.append(ids)
 
-    def results(self):
-        """The detections so far as a COCO results list (what bbox.json holds)."""
-        rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 6), np.float32)
-        ids = np.concatenate(self._row_ids) if self._row_ids else np.zeros(0, np.int64)
+    def results(self, rows=None, ids=None):
+        """The detections so far (or ``rows`` [N, 6] with their image ids) as a COCO results
+        list (what bbox.json holds)."""
+        if rows is None:
+            rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 6), np.float32)
+            ids = np.concatenate(self._row_ids) if self._row_ids else np.zeros(0, np.int64)
+        rows = np.asarray(rows, np.float64).reshape(-1, 6)
+        ids = np.asarray(ids, np.int64).reshape(-1)
         cls = np.nan_to_num(rows[:, 0], nan=-1).astype(np.int64)
         ok = (cls >= 0) & (cls < len(self._lut)) & np.isin(ids, self._img_ids)
         cat = np.full(len(cls), -1, np.int64)
@@ -106,7 +116,24 @@ class COCOMetric:
         if self.output_eval:
             os.makedirs(self.output_eval, exist_ok=True)
             self.save_json(self.output_eval)
-        dets = self.results()
+        self.result = self._evaluate(self.results())
+        return self.result
+
+    def score(self, detections):
+        """AP(0.50:0.95) of a whole detection set at once: a mapping im_id -> [K, 6] array,
+        or a sequence of [K, 6] arrays in image-id order. Does not touch ``update`` state."""
+        if isinstance(detections, Mapping):
+            ids, arrays = list(detections.keys()), list(detections.values())
+        else:
+            ids, arrays = self._img_ids.tolist(), list(detections)
+            if len(arrays) != len(ids):
+                raise ValueError(f"{len(arrays)} detection arrays for {len(ids)} images")
+        arrays = [np.asarray(a, np.float64).reshape(-1, 6) for a in arrays]
+        rows = np.concatenate(arrays) if arrays else np.zeros((0, 6))
+        im = np.repeat(np.asarray(ids, np.int64), [len(a) for a in arrays])
+        return self._evaluate(self.results(rows, im))["mAP"]
+
+    def _evaluate(self, dets):
         for i, d in enumerate(dets):
             d.update(id=i + 1, area=d["bbox"][2] * d["bbox"][3], iscrowd=0)
         gt = self.coco_gt.dataset
@@ -126,9 +153,8 @@ class COCOMetric:
             p = prec[:, :, k]
             name = self.coco_gt.cats[cat_id].get("name", str(cat_id))
             per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-        self.result = {**dict(zip(STAT_KEYS, stats)), "mAP": stats[0], "stats": stats,
-                       "per_class_ap": per_class}
-        return self.result
+        return {**dict(zip(STAT_KEYS, stats)), "mAP": stats[0], "stats": stats,
+                "per_class_ap": per_class}
 
     def get_results(self):
         return self.result

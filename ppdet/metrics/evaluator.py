@@ -3,12 +3,25 @@
 Both metrics share the batch contract of the models: ``bbox`` [sum K, 6] rows
 ``(class_index, score, x1, y1, x2, y2)``, ``bbox_num`` [B] and ``im_id`` [B]. The metric
 classes are imported lazily so that ``voc_map``/``coco_eval`` can use the helpers here.
+
+The evaluation contract every metric keeps (training, eval, sensitivity, pruning, reports):
+
+- ``reset()``, ``update(outputs)`` per batch, ``accumulate()`` -> dict whose ``'mAP'`` is
+  the headline number in [0, 1]; ``log()`` prints it;
+- ``score(detections)`` -> the same headline number for a whole detection set at once
+  (``{im_id: [K, 6]}``), without touching the ``update`` state: sensitivity analysis calls
+  it once per measurement;
+- ``headline``: what the number is, for messages: ``mAP(0.50, 11point)``,
+  ``mAP(0.50, integral)`` (VOC) or ``AP(0.50:0.95)`` (COCO, ``COCOeval.stats[0]``).
 """
 import numpy as np
 
 from ppdet.core.registry import METRICS
 
-__all__ = ["build_metric", "flatten_batch", "to_numpy"]
+__all__ = ["build_metric", "flatten_batch", "to_numpy", "METRIC_NAMES", "CONTRACT"]
+
+METRIC_NAMES = ("VOC", "COCO")
+CONTRACT = ("reset", "update", "accumulate", "log", "score", "headline")
 
 
 def to_numpy(x):

@@ -70,6 +70,7 @@ class VOCMetric:
 
     def __init__(self, class_names, gt_records, map_type="11point", overlap_thresh=0.5,
                  evaluate_difficult=False, bbox_plus_one=False):
+        self.headline = f"mAP({float(overlap_thresh):.2f}, {map_type})"
         if map_type not in MAP_TYPES:
             raise ValueError(f"map_type must be one of {MAP_TYPES}, got {map_type!r}")
         if isinstance(class_names, (int, np.integer)):

@@ -8,6 +8,7 @@ Paddle Inference with oneDNN; each measurement only feeds new masks. Which chann
 decided by the same paddleslim pruning plan (criterion, concat routes) as real pruning.
 """
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -52,16 +53,21 @@ class MaskedEvaluator:
         ends = np.cumsum(sizes)
         self.offsets = [(int(e - s), int(e)) for s, e in zip(sizes, ends)]
         self.n_channels = int(ends[-1])
+        own = workdir is None     # a temporary export, removed once the predictor holds it
         self.workdir = workdir or tempfile.mkdtemp(prefix="ppdet_masked_")
-        self._export()
-        from paddle import inference
-        config = inference.Config(os.path.join(self.workdir, "model.pdmodel"),
-                                  os.path.join(self.workdir, "model.pdiparams"))
-        config.disable_gpu()
-        config.enable_mkldnn()
-        config.set_cpu_math_library_num_threads(threads)
-        config.disable_glog_info()
-        self.predictor = inference.create_predictor(config)
+        try:
+            self._export()
+            from paddle import inference
+            config = inference.Config(os.path.join(self.workdir, "model.pdmodel"),
+                                      os.path.join(self.workdir, "model.pdiparams"))
+            config.disable_gpu()
+            config.enable_mkldnn()
+            config.set_cpu_math_library_num_threads(threads)
+            config.disable_glog_info()
+            self.predictor = inference.create_predictor(config)
+        finally:
+            if own:
+                shutil.rmtree(self.workdir, ignore_errors=True)
         self.inputs = {n: self.predictor.get_input_handle(n)
                        for n in self.predictor.get_input_names()}
 

@@ -18,8 +18,8 @@ from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.utils.cli import UserError
 
-__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "plan_pairs", "run_sensitivity",
-           "RealPruneMeasure", "MaskedMeasure", "DEFAULT_RATIOS"]
+__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest", "plan_pairs",
+           "run_sensitivity", "RealPruneMeasure", "MaskedMeasure", "DEFAULT_RATIOS"]
 
 DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -62,12 +62,7 @@ class EvalCache:
         return list(self.images.shape[2:])
 
     def digest(self):
-        h = hashlib.sha256()
-        for rec in self.dataset.records:
-            h.update(f"{os.path.basename(rec['im_file'])}:{rec['im_id']}:"
-                     f"{rec['gt_bbox'].round(2).tolist()}".encode())
-        h.update(json.dumps(self.transform_cfg, sort_keys=True).encode())
-        return h.hexdigest()
+        return eval_set_digest(self.dataset.records)
 
     def batches(self, batch_size):
         for s in range(0, len(self), batch_size):
@@ -99,8 +94,26 @@ class CachedEvaluator:
         return float(self.metric.score(self.detections()))
 
 
-def fingerprint(cfg, weights_path, cache, criterion):
-    """What a measurement depends on; a file measured under another is refused."""
+def eval_set_digest(records):
+    """The eval images and their boxes and classes (what the metric compares against)."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(f"{os.path.basename(rec['im_file'])}:{rec['im_id']}:"
+                 f"{rec['gt_bbox'].round(2).tolist()}:{rec['gt_class'].tolist()}:"
+                 f"{rec['difficult'].tolist()}".encode())
+    return h.hexdigest()
+
+
+def _digest(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(cfg, weights_path, eval_set, criterion):
+    """What a measured number depends on; records measured under another are refused.
+
+    Covers the model config, the weights file, the eval set (``eval_set``: an
+    ``EvalCache``, or a digest from ``eval_set_digest``), the EvalReader's transforms,
+    the metric (and VOC ``map_type``) and the pruning criterion."""
     model_keys = sorted(k for k in cfg if k[:1].isupper() and not k.endswith(("Reader",
                                                                                "Dataset"))
                         and k not in ("LearningRate", "OptimizerBuilder"))
@@ -111,9 +124,13 @@ def fingerprint(cfg, weights_path, cache, criterion):
     with open(weights_path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return {"model config": hashlib.sha256(json.dumps(model_cfg, sort_keys=True,
-                                                      default=str).encode()).hexdigest(),
-            "weights": h.hexdigest(), "eval set": cache.digest(), "criterion": criterion}
+    metric = str(cfg.get("metric", "VOC")).upper()
+    reader = (cfg.get("EvalReader") or {}).get("sample_transforms")
+    return {"model config": _digest(model_cfg), "weights": h.hexdigest(),
+            "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
+            "eval reader": _digest(reader), "metric": metric,
+            "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",
+            "criterion": criterion}
 
 
 def plan_pairs(params, ratios, shards=1, shard_id=0):
@@ -169,20 +186,27 @@ class MaskedMeasure:
 
 
 def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progress=True,
-                    log=print):
+                    log=print, label="mAP"):
     """Measure every pair of this shard not yet in ``store``; returns the store's data.
 
-    ``measure(name, ratio) -> (mAP, filters kept)``; ``measure.baseline() -> mAP``.
+    ``measure(name, ratio) -> (score, filters kept)``; ``measure.baseline() -> score``, the
+    metric's headline number (``label``: VOC mAP, COCO AP 0.50:0.95).
     """
     if store.baseline is None:
         tic = time.time()
-        store.set_baseline(measure.baseline())
-        log(f"baseline mAP {store.baseline * 100:.2f} ({time.time() - tic:.1f} s)")
+        value = measure.baseline()
+        if not value > 0:       # refused before anything is written
+            raise UserError(f"baseline {label} is {value * 100:.2f}: the model detects nothing "
+                            f"on the eval set, so no loss can be computed; check -o weights= "
+                            f"(train the model first); {store.path} was not written")
+        store.set_baseline(value)
+        log(f"baseline {label} {store.baseline * 100:.2f} ({time.time() - tic:.1f} s)")
     else:
-        log(f"baseline mAP {store.baseline * 100:.2f} (from {os.path.basename(store.meta_path)})")
-    if store.baseline <= 0:
-        raise UserError("baseline mAP is 0: the model detects nothing on the eval set; check "
-                        "-o weights= (train the model first)")
+        log(f"baseline {label} {store.baseline * 100:.2f} "
+            f"(from {os.path.basename(store.meta_path)})")
+    if not store.baseline > 0:
+        raise UserError(f"{store.meta_path} holds baseline {store.baseline}: delete it and "
+                        f"measure again")
     mine = plan_pairs(params, ratios, shards, shard_id)
     todo = [(p, r) for p, r in mine if not store.has(p, r)]
     if len(todo) < len(mine):
@@ -194,6 +218,6 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
         loss = (store.baseline - value) / store.baseline
         store.add(name, ratio, loss)
         (bar.write if progress else log)(
-            f"{name} ratio {ratio:.2f}: {kept} filters kept, mAP {value * 100:.2f}, "
+            f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
             f"loss {loss:.4f}")
     return store.data

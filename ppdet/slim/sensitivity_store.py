@@ -2,8 +2,9 @@
 
 File ``F``: a pickle of ``{param_name: {ratio: loss}}``, exactly what
 ``paddleslim.prune.load_sensitivities``/``merge_sensitive``/``get_ratios_by_loss`` read.
-Sidecar ``F.meta.json``: the baseline mAP and a fingerprint of config + weights + eval
-set, so a restart skips the baseline and a file from another model is refused.
+Sidecar ``F.meta.json``: the baseline and a fingerprint of config, weights, eval set and
+reader, metric (and map_type) and criterion, so a restart skips the baseline and numbers
+measured any other way are refused (see ``SensitivityStore``).
 
 Every update takes an exclusive lock (``F.lock``), re-reads the file, adds the new
 records without overwriting any, and replaces the file atomically (temp + fsync +
@@ -20,7 +21,7 @@ from ppdet.utils.atomic import atomic_write_bytes
 from ppdet.utils.cli import UserError
 
 __all__ = ["norm_ratio", "SensitivityStore", "load_sensitivities_file", "merge_files",
-           "META_SUFFIX"]
+           "merge_with_sidecars", "file_lock", "read_meta", "META_SUFFIX"]
 
 META_SUFFIX = ".meta.json"
 FORMAT = "ppdet-sensitivity/1"
@@ -71,74 +72,96 @@ def merge_files(paths):
 
 
 class SensitivityStore:
-    def __init__(self, path, fingerprint):
+    """Measurements of one model, added by one or more processes.
+
+    The sidecar's fingerprint is checked when the store opens, and again under the lock
+    whenever a baseline is taken or a record is written, so two processes started at once
+    with different weights (or metric, eval set, ...) cannot mix their numbers in one file:
+    the first to write claims it, the other is refused with nothing written. A data file
+    without a sidecar (written by PaddleSlim's or PaddleOCR's scripts) is read freely but
+    only written to with ``adopt=True`` (``--adopt``), which gives it this run's sidecar.
+    """
+
+    def __init__(self, path, fingerprint, adopt=False):
         self.path = os.path.abspath(path)
         self.meta_path = self.path + META_SUFFIX
         self.fingerprint = fingerprint
+        self.adopt = adopt
         self.data = {}
         self.baseline = None
+        if os.path.isdir(self.path):
+            raise UserError(f"sensitivities file {path} is a folder: give a file path")
         if os.path.exists(self.path):
             self.data = load_sensitivities_file(self.path)
-        self._check_meta()
+        meta = self._read_meta()
+        if meta is None:
+            self._check_adoptable(self.data)
+        else:
+            self._check(meta)
+            self.baseline = meta.get("baseline")
 
     # --- sidecar ---------------------------------------------------------------------
     def _read_meta(self):
-        if not os.path.exists(self.meta_path):
-            return None
-        try:
-            with open(self.meta_path) as f:
-                meta = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UserError(f"{self.meta_path} is unreadable ({e}): delete it to measure the "
-                            f"baseline again") from e
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise UserError(f"{self.meta_path} is not a sidecar written by this tool")
-        return meta
+        return read_meta(self.meta_path)
 
-    def _check_meta(self):
+    def _check_adoptable(self, on_disk):
+        if on_disk and not self.adopt:
+            raise UserError(
+                f"{self.path} has no sidecar {os.path.basename(self.meta_path)}, so its "
+                f"records cannot be checked against this model: pass --adopt to add to it "
+                f"anyway, or use another --sensitivities_file")
+
+    def _check(self, meta):
+        theirs = meta.get("fingerprint") or {}
+        for key, value in self.fingerprint.items():
+            if theirs.get(key) != value:
+                def short(v):
+                    return "absent" if v is None else str(v)[:12]
+                raise UserError(
+                    f"{self.path} was measured with another {key} ({short(theirs.get(key))} "
+                    f"there, {short(value)} now): use another --sensitivities_file, or delete "
+                    f"it and its {META_SUFFIX} to start over")
+
+    def _write_meta(self, baseline):
+        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "baseline": baseline}
+        atomic_write_bytes(self.meta_path, json.dumps(meta, indent=1).encode())
+
+    def _claim(self):
+        """Under the lock: the sidecar agrees with this run, or this run writes it (for a
+        new file, or an adopted one). Returns the sidecar."""
         meta = self._read_meta()
         if meta is None:
-            if self.data:
-                print(f"warning: {self.path} has no sidecar ({os.path.basename(self.meta_path)})"
-                      f": its records cannot be checked against this model; keeping them")
-            return
-        theirs = meta.get("fingerprint", {})
-        for key, value in self.fingerprint.items():
-            if key in theirs and theirs[key] != value:
-                raise UserError(
-                    f"{self.path} was measured with another {key} ({theirs[key][:12]} vs "
-                    f"{str(value)[:12]}): use another --sensitivities_file, or delete it and "
-                    f"its {META_SUFFIX} to start over")
-        self.baseline = meta.get("baseline")
+            on_disk = load_sensitivities_file(self.path) if os.path.exists(self.path) else {}
+            self._check_adoptable(on_disk)
+            self._write_meta(self.baseline)
+            return {"baseline": self.baseline}
+        self._check(meta)
+        return meta
 
     def set_baseline(self, value):
-        self.baseline = float(value)
+        value = float(value)
+        if not value > 0:
+            raise UserError(f"baseline {value} is not above 0: nothing to measure losses "
+                            f"against; {self.path} was not written")
         with self._locked():
-            meta = self._read_meta()
-            if meta is None or meta.get("baseline") is None:
-                meta = {"format": FORMAT, "fingerprint": self.fingerprint,
-                        "baseline": self.baseline}
-                atomic_write_bytes(self.meta_path, json.dumps(meta, indent=1).encode())
+            meta = self._claim()
+            if meta.get("baseline") is None:
+                self.baseline = value
+                self._write_meta(value)
             else:
                 self.baseline = float(meta["baseline"])
 
     # --- records ---------------------------------------------------------------------
-    @contextlib.contextmanager
     def _locked(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        with open(self.path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return file_lock(self.path)
 
     def has(self, name, ratio):
         return norm_ratio(ratio) in self.data.get(name, {})
 
     def add(self, name, ratio, loss):
-        """Record one measurement: lock, re-read, merge, atomic replace."""
+        """Record one measurement: lock, check the sidecar, re-read, merge, atomic replace."""
         with self._locked():
+            self._claim()
             on_disk = load_sensitivities_file(self.path) if os.path.exists(self.path) else {}
             _merge_into(on_disk, {name: {norm_ratio(ratio): float(loss)}})
             _merge_into(on_disk, self.data)
@@ -146,24 +169,74 @@ class SensitivityStore:
             self.data = on_disk
 
 
-def merge_with_sidecars(paths, output):
-    """Merge files (and their sidecars, which must agree) into ``output``, atomically."""
+@contextlib.contextmanager
+def file_lock(path):
+    """The exclusive lock (``PATH.lock``) every writer of a sensitivities file takes."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_meta(meta_path):
+    """A sidecar's contents, None when there is none; a corrupt one is a one-line error."""
+    if not os.path.exists(meta_path):
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{meta_path} is unreadable ({str(e).splitlines()[0]}): delete it to "
+                        f"measure the baseline again") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path} is not a sidecar written by this tool")
+    return meta
+
+
+def merge_with_sidecars(paths, output, adopt=False):
+    """Merge files into ``output`` under its lock (the one sensitive.py takes), atomically.
+
+    Sidecars must agree (same model, weights, eval set, metric). Records already in
+    ``output`` are kept (the inputs win on equal keys), so nothing measured is lost; an
+    ``output`` measured under another fingerprint, or without a sidecar while the inputs
+    have one (unless ``adopt``), is refused with nothing written.
+    """
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UserError(f"sensitivities file not found: {missing[0]}")
+    if os.path.isdir(output):
+        raise UserError(f"-o {output} is a folder: give a file path")
     merged = merge_files(paths)
-    metas = []
-    for p in paths:
-        if os.path.isfile(p + META_SUFFIX):
-            with open(p + META_SUFFIX) as f:
-                metas.append((p, json.load(f)))
+    metas = [(p, read_meta(p + META_SUFFIX)) for p in paths]
+    metas = [(p, m) for p, m in metas if m is not None]
     for p, meta in metas[1:]:
         for key, value in meta.get("fingerprint", {}).items():
             first = metas[0][1].get("fingerprint", {}).get(key)
             if first is not None and first != value:
                 raise UserError(f"{p} was measured with another {key} than {metas[0][0]}: "
                                 f"these files cannot be merged")
-    atomic_write_bytes(output, pickle.dumps(merged, protocol=2))
-    if metas:
-        atomic_write_bytes(output + META_SUFFIX, json.dumps(metas[0][1], indent=1).encode())
+    out = os.path.abspath(output)
+    with file_lock(out):
+        if os.path.exists(out) and out not in map(os.path.abspath, paths):
+            old = load_sensitivities_file(out)
+            old_meta = read_meta(out + META_SUFFIX)
+            if metas and old_meta is not None:
+                for key, value in metas[0][1].get("fingerprint", {}).items():
+                    if old_meta.get("fingerprint", {}).get(key) != value:
+                        raise UserError(f"{output} was measured with another {key} than "
+                                        f"{metas[0][0]}: merge into another -o file")
+            elif metas and old and not adopt:
+                raise UserError(f"{output} has no sidecar, so its records cannot be checked "
+                                f"against the inputs: pass --adopt, or merge into another "
+                                f"-o file")
+            for name, losses in old.items():
+                for r, loss in losses.items():
+                    merged.setdefault(name, {}).setdefault(r, loss)
+        if metas:
+            atomic_write_bytes(out + META_SUFFIX, json.dumps(metas[0][1], indent=1).encode())
+        atomic_write_bytes(out, pickle.dumps(merged, protocol=2))
     return merged

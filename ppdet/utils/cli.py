@@ -1,22 +1,36 @@
-"""Command-line pieces shared by every script: ``-c CONFIG`` and ``-o key=value ...``.
+"""Command-line pieces shared by every script: ``-c CONFIG``, ``-o key=value ...``, option
+checks, and ``run_main``.
 
 Errors from bad input end the process with one line naming the problem and the fix
-and a non-zero exit status, and no traceback.
+and a non-zero exit status (2), and no traceback. Options are checked with the helpers
+here before any slow step (caching an eval set, a baseline evaluation, training).
 """
 import argparse
 import functools
+import os
 import sys
 
-__all__ = ["ArgsParser", "UserError", "run_main", "load_config_from_args"]
+from ppdet.core.errors import ConfigError, DataError, UserError, WriteError
+
+__all__ = ["ArgumentParser", "ArgsParser", "UserError", "ConfigError", "DataError",
+           "WriteError", "run_main", "load_config_from_args", "check_range", "check_conflicts",
+           "check_writable_file", "check_writable_dir", "one_line"]
 
 
-class UserError(Exception):
-    """Bad input: printed as one line, exit status 2."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (``error: ...``), not usage + error."""
 
-
-class ArgsParser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+class ArgsParser(ArgumentParser):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.add_argument("-c", "--config", required=True, help="configuration file (YAML)")
         self.add_argument("-o", "--opt", nargs="+", action="append", default=[],
@@ -35,10 +49,86 @@ def load_config_from_args(args):
     return load_config(args.config, args.opt)
 
 
+# --- option checks (before any slow step) -------------------------------------------------
+def check_range(name, value, low=None, high=None, low_open=False, high_open=False,
+                integer=False):
+    """``value`` of option ``name`` within [low, high] (open ends when asked); None passes."""
+    if value is None:
+        return value
+    lo_ok = low is None or (value > low if low_open else value >= low)
+    hi_ok = high is None or (value < high if high_open else value <= high)
+    if not (lo_ok and hi_ok) or value != value:          # NaN fails too
+        if low is not None and high is not None:
+            want = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            want = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            want = f"{'<' if high_open else '<='} {high:g}"
+        kind = "an integer " if integer else ""
+        raise UserError(f"{name} {value:g} is out of range: it must be {kind}{want}")
+    return value
+
+
+def check_conflicts(args, *groups, needs=()):
+    """``groups``: tuples of option names (dest) of which at most one may be given;
+    ``needs``: (option, required option) pairs. All offending options are named at once."""
+    def given(dest):
+        v = getattr(args, dest, None)
+        return v is not None and v is not False and v != []
+
+    def flag(dest):
+        return "--" + dest
+    problems = []
+    for group in groups:
+        on = [d for d in group if given(d)]
+        if len(on) > 1:
+            problems.append(f"{' and '.join(map(flag, on))} exclude each other")
+    for dest, required in needs:
+        alternatives = (required,) if isinstance(required, str) else tuple(required)
+        if given(dest) and not any(given(r) for r in alternatives):
+            problems.append(f"{flag(dest)} needs {' or '.join(map(flag, alternatives))}")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def check_writable_dir(name, path):
+    """A folder an option names must be creatable and writable (nothing is created here)."""
+    if path is None:
+        return path
+    probe = os.path.abspath(path)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        raise UserError(f"{name} {path} is a file, not a folder")
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UserError(f"{name} {path}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{name} {path}: cannot write in {probe} (permission denied)")
+    return path
+
+
+def check_writable_file(name, path):
+    """A file an option names must be writable: not a folder, in a writable folder."""
+    if path is None:
+        return path
+    if os.path.isdir(path):
+        raise UserError(f"{name} {path} is a folder: give a file path")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"{name} {path}: the file is not writable (permission denied)")
+    check_writable_dir(name, os.path.dirname(os.path.abspath(path)))
+    return path
+
+
+# --- main wrapper ---------------------------------------------------------------------------
+def one_line(exc):
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _user_error_types():
-    from ppdet.core.config import ConfigError
     from ppdet.engine.checkpoint import CheckpointError
-    return (UserError, ConfigError, CheckpointError, FileNotFoundError)
+    return (UserError, CheckpointError, FileNotFoundError)
 
 
 def run_main(fn):
@@ -48,7 +138,6 @@ def run_main(fn):
         try:
             return fn(*args, **kwargs)
         except _user_error_types() as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             sys.exit(2)
     return wrapper

@@ -3,19 +3,24 @@
     python analyze.py demo.data --loss 0.05
     python analyze.py demo.data --target_flops 0.5 -c CFG
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import UserError, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgumentParser,
+    UserError,
+    check_conflicts,
+    check_range,
+    check_writable_file,
+    run_main,
+)
 
 
 @run_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("sensitivities_file")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--loss", type=float, default=None, help="loss threshold")
@@ -25,13 +30,26 @@ def main(argv=None):
     parser.add_argument("-o", "--opt", nargs="+", default=[], help="config overrides")
     parser.add_argument("--plot", default=None, help="PNG path (default: FILE.png)")
     args = parser.parse_args(argv)
-    from ppdet.slim.report import plot_sensitivities, sensitivity_table
-    from ppdet.slim.sensitivity_store import load_sensitivities_file
+    check_conflicts(args, needs=[("target_flops", "config"), ("opt", "config")])
+    check_range("--loss", args.loss, 0, 1, low_open=True, high_open=True)
+    check_range("--target_flops", args.target_flops, 0, 1, low_open=True, high_open=True)
     if not os.path.isfile(args.sensitivities_file):
         raise UserError(f"sensitivities file not found: {args.sensitivities_file}")
+    plot = args.plot or os.path.splitext(args.sensitivities_file)[0] + ".png"
+    check_writable_file("--plot", plot)
+    from ppdet.slim.report import plot_sensitivities, sensitivity_table
+    from ppdet.slim.sensitivity_store import META_SUFFIX, load_sensitivities_file, read_meta
     sens = load_sensitivities_file(args.sensitivities_file)
     if not sens:
         raise UserError(f"{args.sensitivities_file} holds no measurements yet")
+    try:
+        meta = read_meta(args.sensitivities_file + META_SUFFIX) or {}
+    except UserError:
+        meta = {}       # reading never needs the sidecar
+    fp = meta.get("fingerprint") or {}
+    if fp.get("metric"):
+        what = "AP(0.50:0.95)" if fp["metric"] == "COCO" else f"VOC mAP ({fp.get('map_type')})"
+        print(f"losses measured on {what}, baseline {meta.get('baseline', 0) * 100:.2f}")
     ratios, threshold = None, args.loss
     if args.target_flops is not None:
         if not args.config:
@@ -48,7 +66,6 @@ def main(argv=None):
     elif args.loss is not None:
         from ppdet.slim.ratios import ratios_by_loss
         ratios = ratios_by_loss(sens, args.loss)
-    plot = args.plot or os.path.splitext(args.sensitivities_file)[0] + ".png"
     plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold)
     print(sensitivity_table(sens, ratios))
     print(f"plot: {plot}")

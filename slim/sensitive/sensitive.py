@@ -14,7 +14,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_conflicts,
+    check_range,
+    check_writable_file,
+    load_config_from_args,
+    run_main,
+)
 
 
 def _shard(args):
@@ -23,6 +31,31 @@ def _shard(args):
         return args.shards, args.shard_id or 0
     n = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
     return n, int(os.environ.get("PADDLE_TRAINER_ID", "0"))
+
+
+def check_args(args):
+    """Every option, before the config, the data or the model are touched."""
+    check_conflicts(args, needs=[("shard_id", "shards")])
+    check_range("--batch_size", args.batch_size, 1)
+    check_range("--eval_samples", args.eval_samples, 1)
+    check_range("--cpu_threads", args.cpu_threads, 1)
+    check_range("--shards", args.shards, 1)
+    if args.shards is not None:
+        check_range("--shard_id", args.shard_id, 0, args.shards - 1)
+    check_writable_file("--sensitivities_file", args.sensitivities_file)
+
+
+def check_ratios(text):
+    from ppdet.slim.params import parse_ratios
+    from ppdet.slim.sensitivity_store import norm_ratio
+    ratios = parse_ratios(text)
+    seen = {}
+    for r in ratios:
+        if norm_ratio(r) in seen:
+            raise UserError(f"--pruned_ratios gives {seen[norm_ratio(r)]} and {r}, the same "
+                            f"ratio: give each once")
+        seen[norm_ratio(r)] = r
+    return ratios
 
 
 @run_main
@@ -49,19 +82,26 @@ def main(argv=None):
                         help="threads of the fast-mode predictor (1 suits parallel processes)")
     parser.add_argument("--shards", type=int, default=None, help="split pairs into N shards")
     parser.add_argument("--shard_id", type=int, default=None, help="which shard to run")
+    parser.add_argument("--adopt", action="store_true",
+                        help="add measurements to a sensitivities file that has no sidecar "
+                             "(e.g. written by PaddleSlim's own script); it gets this run's")
+    parser.epilog = ("loss = (baseline - pruned) / baseline of the config's metric: VOC mAP\n"
+                     "(map_type 11point or integral), or with metric: COCO the AP at IoU\n"
+                     "0.50:0.95 (COCOeval stats[0], PaddleDetection's headline number).")
     args = parser.parse_args(argv)
+    check_args(args)
     cfg = load_config_from_args(args)
 
-    from ppdet.engine.builder import build_model
-    from ppdet.slim.params import format_params, parse_ratios, select_params
+    from ppdet.engine.builder import build_model, check_metric_config, image_size_for
+    from ppdet.slim.params import format_params, select_params
     model = build_model(cfg)
     if args.print_params:
         print(format_params(model))
         return None
     params = select_params(model, args.pruned_params or "*")
-    ratios = parse_ratios(args.pruned_ratios)
-    if args.eval_samples is not None and args.eval_samples < 1:
-        raise UserError("--eval_samples must be a positive number of images")
+    ratios = check_ratios(args.pruned_ratios)
+    check_metric_config(cfg)
+    image_size_for(cfg, "eval")          # a fixed eval size, needed to cache the eval set
     shards, shard_id = _shard(args)
 
     from ppdet.engine.builder import build_dataset, build_metric_for
@@ -72,18 +112,24 @@ def main(argv=None):
         EvalCache,
         MaskedMeasure,
         RealPruneMeasure,
+        eval_set_digest,
         fingerprint,
         run_sensitivity,
     )
     from ppdet.slim.sensitivity_store import SensitivityStore
-    load_weights(model, cfg.get("weights"))
-    cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
-                      max_samples=args.eval_samples)
-    fp = fingerprint(cfg, resolve_weights(cfg["weights"]) + ".pdparams", cache,
-                     args.criterion)
-    store = SensitivityStore(args.sensitivities_file, fp)
+    weights = resolve_weights(cfg.get("weights"))
+    dataset = build_dataset(cfg, "eval")
+    records = dataset.records[:args.eval_samples] if args.eval_samples else dataset.records
+    if not records:
+        raise UserError(f"the eval set {dataset.anno_path} holds no images")
+    fp = fingerprint(cfg, weights + ".pdparams", eval_set_digest(records), args.criterion)
+    # the file is checked (and refused) before the slow steps: caching, baseline
+    store = SensitivityStore(args.sensitivities_file, fp, adopt=args.adopt)
+    load_weights(model, weights)
     pruner = FilterPruner(model, args.criterion)
     pruner.check(params)
+    cache = EvalCache(dataset, cfg["EvalReader"]["sample_transforms"],
+                      max_samples=args.eval_samples)
     metric = build_metric_for(cfg, cache.dataset)
     if args.mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
@@ -93,8 +139,10 @@ def main(argv=None):
         measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric,
                                                            args.batch_size))
     print(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-          f"{len(cache)} eval images, {args.mode} mode -> {store.path}")
-    return run_sensitivity(measure, store, params, ratios, shards, shard_id)
+          f"{len(cache)} eval images, {args.mode} mode, loss on {metric.headline} -> "
+          f"{store.path}")
+    return run_sensitivity(measure, store, params, ratios, shards, shard_id,
+                           label=metric.headline)
 
 
 if __name__ == "__main__":
