@@ -42,9 +42,9 @@ def main():
                         f"save_dir={args.out}"], cwd=ROOT, check=True)
         minutes = (time.time() - tic) / 60
     history = json.load(open(os.path.join(run_dir, "eval_history.json")))
-    per_epoch = minutes / max(history[-1]["epoch"] + 1, 1)
+    per_epoch = minutes / max(history[-1]["epoch"], 1)
     first = next((h for h in history if h["mAP"] >= 0.5), None)
-    reach = f"{(first['epoch'] + 1) * per_epoch:.1f} min (epoch {first['epoch'] + 1})" \
+    reach = f"{first['epoch'] * per_epoch:.1f} min (epoch {first['epoch']})" \
         if first else "not reached"
     plot_curve(history, minutes, os.path.join(ROOT, "bench", "ssd_map_curve.png"),
                "tiny MobileNetV1-SSD on shapes", target=50)

@@ -38,7 +38,7 @@ def plot_curve(history, minutes, path, title, target=60):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    ax.plot([h["epoch"] + 1 for h in history], [h["mAP"] * 100 for h in history], marker="o")
+    ax.plot([h["epoch"] for h in history], [h["mAP"] * 100 for h in history], marker="o")
     ax.axhline(target, color="gray", ls="--", lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("VOC mAP (11point) x100")
@@ -63,9 +63,9 @@ def main():
         minutes = float("nan")
     else:
         run_dir, history, minutes = train(cfg, "shapes", extra)
-    epoch_minutes = minutes / max(history[-1]["epoch"] + 1, 1)
+    epoch_minutes = minutes / max(history[-1]["epoch"], 1)
     first = next((h for h in history if h["mAP"] >= 0.6), None)
-    reach = f"{(first['epoch'] + 1) * epoch_minutes:.1f} min (epoch {first['epoch'] + 1})" \
+    reach = f"{first['epoch'] * epoch_minutes:.1f} min (epoch {first['epoch']})" \
         if first else "not reached"
     os.makedirs(OUT, exist_ok=True)
     plot_curve(history, minutes, os.path.join(ROOT, "bench", "shapes_map_curve.png"),

@@ -36,9 +36,9 @@ def test_resume_continues_exactly(tmp_path, shapes_root):
     train(tmp_path / "a", 2)
     train(tmp_path / "b", 1)
     stem = "yolov3_mobilenet_v1_shapes"
-    assert os.path.isfile(tmp_path / "b" / stem / "0.pdparams")
-    assert os.path.isfile(tmp_path / "b" / stem / "0.pdopt")
-    train(tmp_path / "b", 2, "-r", str(tmp_path / "b" / stem / "0"))
+    assert os.path.isfile(tmp_path / "b" / stem / "1.pdparams")
+    assert os.path.isfile(tmp_path / "b" / stem / "1.pdopt")
+    train(tmp_path / "b", 2, "-r", str(tmp_path / "b" / stem / "1"))
     a = paddle.load(str(tmp_path / "a" / stem / "model_final.pdparams"))
     b = paddle.load(str(tmp_path / "b" / stem / "model_final.pdparams"))
     assert a.keys() == b.keys()

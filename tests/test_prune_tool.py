@@ -133,9 +133,9 @@ def test_fine_tuning_resumes_from_a_pruned_checkpoint(tmp_path, trained):
     assert r.returncode == 0, r.stderr[-2000:]
     run_dir = tmp_path / "yolov3_mobilenet_v1_shapes_pruned"
     r = _run("slim/prune/prune.py", "-c", CFG, "-o", f"save_dir={tmp_path}", "epoch=2", *small,
-             "-r", str(run_dir / "0"))
+             "-r", str(run_dir / "1"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "next epoch 1" in r.stdout
+    assert "next epoch 2" in r.stdout
     model = build_model(load_config(CFG))
     load_weights(model, str(run_dir / "model_final"))
     shapes = {p.name: p.shape for p in model.parameters()}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # ppdet is not installed
 
+from ppdet.data import shapes  # noqa: E402
 from ppdet.data.shapes import IMAGE_SIZE, ensure_shapes, make_shapes  # noqa: E402
 
 
@@ -23,10 +24,16 @@ def main(argv=None):
                         help="do nothing when a complete set with these arguments is there")
     args = parser.parse_args(argv)
     start = time.time()
+    what = f"{args.train} train + {args.val} val images ({IMAGE_SIZE}x{IMAGE_SIZE})"
+    if args.if_missing and shapes._is_complete(Path(args.out),
+                                               shapes._params(args.seed, args.train, args.val)):
+        print(f"shapes set already there, nothing written: {what} in {args.out}/voc and "
+              f"{args.out}/coco")
+        return
     make = ensure_shapes if args.if_missing else make_shapes
     out = make(args.out, args.seed, args.train, args.val)
-    print(f"shapes set: {args.train} train + {args.val} val images ({IMAGE_SIZE}x{IMAGE_SIZE}) "
-          f"in {out}/voc and {out}/coco ({time.time() - start:.1f} s)")
+    print(f"wrote the shapes set: {what} in {out}/voc and {out}/coco "
+          f"({time.time() - start:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,20 @@
 ``before_train``, ``after_backward``, ``after_epoch`` methods) add behaviour such as
 BN-sparsity regularisation without subclassing. Order: hooks run in list order, after
 the built-in checkpoint/eval logic of each epoch.
+
+Epochs are counted from 1 everywhere a user sees them: the log's "epoch 3/30",
+checkpoint ``3.pdparams`` (saved after the third epoch) and ``eval_history.json``'s
+``"epoch": 3``. Inside the loop (``self.epoch``, hooks' ``epoch`` argument) the epoch is
+the 0-based index, and a checkpoint's stored ``epoch`` is the index of the last finished
+epoch, as before, so checkpoints named the old 0-based way (``9.pdparams`` after ten
+epochs) still resume exactly.
 """
 import json
 import os
 import random
+import sys
 import time
+import warnings
 
 import numpy as np
 import paddle
@@ -78,13 +87,18 @@ class Trainer:
 
     # --- state -----------------------------------------------------------------------
     def resume(self, path):
-        self.start_epoch = ckpt.load_resume(self.model, self.optimizer, path)
+        with warnings.catch_warnings():
+            # the LR scheduler's state carries keys of its base class; Paddle warns about
+            # "unused values in state_dict ... LearningRateDecay" on every resume: harmless
+            warnings.filterwarnings("ignore", message=".*unused values in state_dict")
+            self.start_epoch = ckpt.load_resume(self.model, self.optimizer, path)
         hist = os.path.join(self.save_dir, "eval_history.json")
         if os.path.isfile(hist):
-            with open(hist) as f:
-                self.history = [h for h in json.load(f) if h["epoch"] < self.start_epoch]
+            with open(hist) as f:   # epochs in the file count from 1
+                self.history = [h for h in json.load(f) if h["epoch"] <= self.start_epoch]
             self.best_map = max([h["mAP"] for h in self.history], default=-1.0)
-        print(f"resumed from {path}: next epoch {self.start_epoch}")
+        print(f"resumed from {path} after {self.start_epoch} epochs: next epoch "
+              f"{self.start_epoch + 1}")
 
     def save(self, name, epoch):
         if self.rank != 0:
@@ -112,29 +126,60 @@ class Trainer:
         for hook in self.hooks:
             if hasattr(hook, "before_train"):
                 hook.before_train(self)
+        show = self.rank == 0
+        bar_on = show and sys.stderr.isatty()      # a progress bar only on a terminal
+        log_iter = max(int(self.cfg.get("log_iter", 20) or 20), 1)
+        # in a file: one line per epoch, and one per log_iter steps only for long epochs
+        step_lines = show and not bar_on and self.steps_per_epoch > 20 * log_iter
         for epoch in range(self.start_epoch, epochs):
             self.epoch = epoch
             self.model.train()
             if hasattr(self.loader, "set_epoch"):
                 self.loader.set_epoch(epoch)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}",
-                       disable=self.rank != 0, dynamic_ncols=True)
-            tic, images = time.time(), 0
+                       disable=not bar_on, dynamic_ncols=True)
+            tic, images, total = time.time(), 0, 0.0
             for self.step_in_epoch, batch in enumerate(bar):
                 logs = self.run_step(batch)
                 images += len(batch["im_id"])
-                bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")
-            ips = images / max(time.time() - tic, 1e-9)
+                total += logs["loss"]
+                if bar_on:
+                    bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")
+                elif step_lines and (self.step_in_epoch + 1) % log_iter == 0:
+                    print(f"epoch {epoch + 1}/{epochs} step {self.step_in_epoch + 1}/"
+                          f"{self.steps_per_epoch}: loss {logs['loss']:.3f}, "
+                          f"lr {self.lr.get_lr():.2e}", flush=True)
+            seconds = time.time() - tic
+            ips = images / max(seconds, 1e-9)
+            if show:
+                steps = self.step_in_epoch + 1 if images else 0
+                print(f"epoch {epoch + 1}/{epochs}: mean loss {total / max(steps, 1):.3f}, "
+                      f"lr {self.lr.get_lr():.2e}, {ips:.1f} images/s, {seconds:.0f} s",
+                      flush=True)
             last = epoch + 1 == epochs
             if (epoch + 1) % snapshot == 0 or last:
-                self.save(str(epoch), epoch)
+                self.save(str(epoch + 1), epoch)     # named by epochs done: 1-based
                 if validate:
                     self._validate(epoch, ips)
             for hook in self.hooks:
                 if hasattr(hook, "after_epoch"):
                     hook.after_epoch(self, epoch)
         self.save("model_final", epochs - 1)
+        if show:
+            self.report_saved(epochs, snapshot, validate)
         return self.history
+
+    def report_saved(self, epochs, snapshot, validate):
+        """Say where the checkpoints went (the last thing a training run prints)."""
+        names = sorted((f for f in os.listdir(self.save_dir) if f.endswith(".pdparams")),
+                       key=lambda f: (not f[:-9].isdigit(), int(f[:-9]) if f[:-9].isdigit()
+                                      else 0, f))
+        snapshots = [f[:-9] for f in names if f[:-9].isdigit()]
+        print(f"checkpoints in {self.save_dir}/: model_final.pdparams (after epoch {epochs})"
+              + (", best_model.pdparams" if "best_model.pdparams" in names else "")
+              + (f", snapshots {', '.join(snapshots)} (named by epochs done, every "
+                 f"{snapshot})" if snapshots else "")
+              + (", eval_history.json" if validate else ""))
 
     def _validate(self, epoch, ips):
         if self.rank != 0:
@@ -145,7 +190,7 @@ class Trainer:
         loader, metric = self._eval
         result = evaluate(self.model, loader, metric, progress=False)
         metric.log()
-        self.history.append({"epoch": epoch, "mAP": float(result["mAP"]),
+        self.history.append({"epoch": epoch + 1, "mAP": float(result["mAP"]),
                              "train_ips": ips})
         atomic_write_bytes(os.path.join(self.save_dir, "eval_history.json"),
                            json.dumps(self.history, indent=1).encode())

@@ -13,7 +13,7 @@ import paddle
 
 from ppdet.utils.cli import UserError
 
-__all__ = ["ConvInfo", "conv_table", "select_params", "format_params",
+__all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params",
            "parse_ratios"]
 
 
@@ -78,17 +78,19 @@ def _is_pattern(token):
     return any(ch in token for ch in "*?[]|()^$+\\")
 
 
-def select_params(model, spec, allow_unprunable=False):
-    """Comma-separated names, shell globs or one regex -> prunable conv names, in
-    network order. Bad input raises UserError naming the problem and the fix."""
+def select_groups(model, spec, allow_unprunable=False):
+    """Comma-separated names, shell globs or regexes -> ``[(token, [conv names])]`` in the
+    order typed, each token's convs in network order. Bad input raises UserError naming
+    the problem and the fix."""
     table = conv_table(model)
     info = {c.name: c for c in table}
+    order = {c.name: i for i, c in enumerate(table)}
     all_params = [p.name for p in model.parameters()]
     tokens = [t.strip() for t in str(spec).split(",") if t.strip()] if spec else []
     if not tokens:
         raise UserError("no parameters named: pass --pruned_params NAME[,NAME...] or a regex "
                         "(see --print_params)")
-    chosen = []
+    groups = []
     for token in tokens:
         if token in info or (token in all_params and not _is_pattern(token)):
             matched = [token]
@@ -119,9 +121,15 @@ def select_params(model, spec, allow_unprunable=False):
             if not c.prunable and not allow_unprunable:
                 fix = f": name {c.follows} instead" if c.follows else ""
                 raise UserError(f"'{name}' cannot be pruned ({c.reason.split(':')[0]}){fix}")
-            if name not in chosen:
-                chosen.append(name)
-    order = {c.name: i for i, c in enumerate(table)}
+        groups.append((token, sorted(set(matched), key=order.__getitem__)))
+    return groups
+
+
+def select_params(model, spec, allow_unprunable=False):
+    """Comma-separated names, shell globs or regexes -> prunable conv names, in network
+    order, each once. Bad input raises UserError naming the problem and the fix."""
+    order = {c.name: i for i, c in enumerate(conv_table(model))}
+    chosen = {n for _, names in select_groups(model, spec, allow_unprunable) for n in names}
     return sorted(chosen, key=order.__getitem__)
 
 

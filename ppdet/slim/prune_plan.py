@@ -1,11 +1,12 @@
 """From user choices to a pruned model: ratios, alignment, summary tables."""
 import numpy as np
 
-from ppdet.slim.params import parse_ratios, select_params
+from ppdet.slim.params import conv_table, parse_ratios, select_groups, select_params
 from ppdet.slim.pruner import FilterPruner
 from ppdet.utils.cli import UserError
 
-__all__ = ["choose_ratios", "align_ratios", "count_params", "prune_model", "summary"]
+__all__ = ["choose_ratios", "pair_ratios", "destructive_warnings", "align_ratios",
+           "count_params", "prune_model", "summary"]
 
 
 def count_params(model):
@@ -46,20 +47,64 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
     if not pruned_params:
         raise UserError("say what to prune: --pruned_params with --pruned_ratios or "
                         "--target_ratio, or --sensitivities_file with --loss/--target_flops")
-    names = select_params(model, pruned_params)
     if target_ratio is not None:
+        names = select_params(model, pruned_params)
         ratio, got = rsearch.uniform_ratio_for_flops(model, names, target_ratio, image_size,
                                                      pruner=pruner)
-        return {n: ratio for n in names}, f"uniform ratio {ratio} for {got:.1%} fewer FLOPs"
+        filters = {p.name: p.shape[0] for p in model.parameters()}
+        print(f"--target_ratio {target_ratio:g} is a share of FLOPs: it takes filter ratio "
+              f"{ratio:g} ({ratio:.0%} of the filters of each of {len(names)} convs), "
+              f"which removes {got:.1%} of the FLOPs")
+        for line in destructive_warnings({n: ratio for n in names}, filters):
+            print(line)
+        return {n: ratio for n in names}, f"uniform filter ratio {ratio:g} for {got:.1%} " \
+            f"fewer FLOPs"
     if pruned_ratios is None:
         raise UserError("--pruned_params needs --pruned_ratios (or --target_ratio)")
+    return pair_ratios(model, pruned_params, pruned_ratios), \
+        "ratios as given (paired with --pruned_params in the order typed)"
+
+
+def pair_ratios(model, pruned_params, pruned_ratios):
+    """``--pruned_ratios`` paired with ``--pruned_params`` position by position, as the
+    static-era tools did: one ratio for every conv, or one per name or pattern (a pattern
+    gives all its convs its ratio). Returns ``{conv: ratio}`` in network order."""
+    groups = select_groups(model, pruned_params)
     values = parse_ratios(pruned_ratios)
     if len(values) == 1:
-        values = values * len(names)
-    if len(values) != len(names):
-        raise UserError(f"{len(names)} params but {len(values)} ratios: give one ratio, or "
-                        f"one per param")
-    return dict(zip(names, values)), "ratios as given"
+        values = values * len(groups)
+    if len(values) != len(groups):
+        raise UserError(f"--pruned_params has {len(groups)} params (names or patterns) but "
+                        f"--pruned_ratios has {len(values)} ratios: give one ratio for all, "
+                        f"or one per name, in the same order")
+    chosen = {}
+    for (token, names), value in zip(groups, values):
+        for name in names:
+            if name in chosen and chosen[name][1] != value:
+                raise UserError(f"'{name}' is matched by '{chosen[name][0]}' (ratio "
+                                f"{chosen[name][1]:g}) and by '{token}' (ratio {value:g}): "
+                                f"name each conv once")
+            chosen[name] = (token, value)
+    order = {c.name: i for i, c in enumerate(conv_table(model))}
+    return {n: chosen[n][1] for n in sorted(chosen, key=order.__getitem__)}
+
+
+MIN_FILTERS = 16
+MAX_REMOVED = 0.8
+
+
+def destructive_warnings(ratios, filters):
+    """Warning lines for convs that a ratio leaves with fewer than MIN_FILTERS filters or
+    strips of more than MAX_REMOVED of them (mAP usually collapses before fine-tuning)."""
+    lines = []
+    for name, r in ratios.items():
+        n = filters[name]
+        kept = n - int(round(n * r))
+        if r > MAX_REMOVED or (kept < MIN_FILTERS and kept < n):
+            lines.append(f"warning: {name} keeps {kept} of {n} filters ({r:.0%} removed): "
+                         f"expect mAP near 0 until fine-tuned; lower the target or name "
+                         f"more convs")
+    return lines
 
 
 def align_ratios(model, ratios, align):

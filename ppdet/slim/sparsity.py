@@ -4,7 +4,8 @@ After each backward pass ``s * sign(gamma)`` is added to the gradient of the BN 
 the prunable layers (the subgradient of ``s * sum |gamma|``), so unneeded channels drift to
 zero and can later be cut by a global threshold. Each epoch logs a histogram of |gamma|
 and the share below 1e-2 to ``<save_dir>/bn_sparsity.json`` (atomic; a resumed run keeps
-the earlier epochs) and draws ``bn_sparsity.png``.
+the earlier epochs; epochs count from 1, as in the training log) and draws
+``bn_sparsity.png``.
 """
 import json
 import math
@@ -68,7 +69,10 @@ class BNSparsity:
                 raise UserError(f"cannot read {path} ({e}): move it away to start the "
                                 f"sparsity log afresh") from e
             self.edges = log.get("edges")
-            self.history = [h for h in log.get("epochs", []) if h["epoch"] < trainer.start_epoch]
+            # epochs count from 1 (logs before "epoch_base" counted from 0)
+            shift = 0 if log.get("epoch_base") == 1 else 1
+            self.history = [{**h, "epoch": h["epoch"] + shift} for h in log.get("epochs", [])
+                            if h["epoch"] + shift <= trainer.start_epoch]
         print(f"sparsity training: s={self.s} ({self.s_decay} decay) on "
               f"{len(self.scales)} BN scales (prune mode {self.prune_mode})")
 
@@ -89,7 +93,7 @@ class BNSparsity:
         counts, _ = np.histogram(np.clip(gamma, 0, self.edges[-1]), bins=self.edges)
         small = float((gamma < SMALL).mean())
         epochs = max(int(trainer.cfg.get("epoch", 1)), 1)
-        self.history.append({"epoch": epoch, "s": self.s_at((epoch + 1) / epochs),
+        self.history.append({"epoch": epoch + 1, "s": self.s_at((epoch + 1) / epochs),
                              "share_below_1e-2": small, "mean_abs_gamma": float(gamma.mean()),
                              "hist": counts.tolist()})
         if trainer.rank != 0:
@@ -97,7 +101,7 @@ class BNSparsity:
         print(f"epoch {epoch + 1}: {small:.1%} of BN scales below {SMALL}, "
               f"mean |gamma| {gamma.mean():.4f}")
         log = {"s": self.s, "prune_mode": self.prune_mode, "s_decay": self.s_decay,
-               "edges": self.edges, "epochs": self.history}
+               "epoch_base": 1, "edges": self.edges, "epochs": self.history}
         path = self._log_path(trainer)
         atomic_write_bytes(path, json.dumps(log, indent=1).encode())
         plot_sparsity(log, path[:-len(".json")] + ".png")
@@ -124,29 +128,64 @@ def sparsity_from_config(cfg, sr=False, s=None, prune=None):
 
 
 def plot_sparsity(log, path):
-    """|gamma| histograms over epochs (one row per epoch, darker = more channels) and the
-    share below 1e-2."""
+    """Three panels: the |gamma| histogram of every epoch as a heatmap (rows = epochs,
+    colour = channels per bin, with a colour bar), the histograms of a few epochs as
+    curves, and the share of scales below 1e-2 per epoch."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import MaxNLocator
     epochs = log["epochs"]
     if not epochs:
         return None
+    shift = 0 if log.get("epoch_base") == 1 else 1        # old logs counted from 0
+    numbers = np.array([e["epoch"] + shift for e in epochs])
     counts = np.array([e["hist"] for e in epochs], dtype=float)
     edges = np.array(log["edges"])
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4))
-    ax0.imshow(np.log1p(counts), aspect="auto", origin="lower", cmap="viridis",
-               extent=[edges[0], edges[-1], epochs[0]["epoch"] + 0.5,
-                       epochs[-1]["epoch"] + 1.5])
-    ax0.set_xlabel("|BN scale|")
+    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(15, 4.4),
+                                        gridspec_kw={"width_ratios": [1.25, 1, 0.8]})
+    rows = np.append(numbers - 0.5, numbers[-1] + 0.5)
+    mesh = ax0.pcolormesh(edges, rows, np.where(counts > 0, counts, np.nan), cmap="viridis",
+                          norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)), shading="flat")
+    fig.colorbar(mesh, ax=ax0, pad=0.02).set_label("channels in the bin (log scale)")
+    ax0.axvline(SMALL, color="white", ls="--", lw=1)
+    ax0.set_xlim(0, edges[-1])
+    ax0.set_ylim(rows[0], rows[-1])
+    ticks = MaxNLocator(integer=True, nbins=12, min_n_ticks=1)
+    ax0.yaxis.set_major_locator(ticks)
+    ax0.set_xlabel("|BN scale| (|gamma|)")
     ax0.set_ylabel("epoch")
-    ax0.set_title("histogram of |gamma| per epoch (log count)")
-    ax1.plot([e["epoch"] + 1 for e in epochs], [100 * e["share_below_1e-2"] for e in epochs],
-             marker="o")
-    ax1.set_xlabel("epoch")
-    ax1.set_ylabel("% of scales below 1e-2")
-    ax1.set_title(f"sparsity, s={log['s']} ({log['s_decay']})")
+    ax0.set_title("|gamma| histogram of every epoch (empty bins white)")
+    picks = sorted(set(np.linspace(0, len(epochs) - 1, min(len(epochs), 5)).round()
+                       .astype(int)))
+    centres = (edges[:-1] + edges[1:]) / 2
+    colours = plt.get_cmap("plasma")(np.linspace(0, 0.85, len(picks)))
+    for colour, i in zip(colours, picks):
+        ax1.step(centres, counts[i], where="mid", color=colour, lw=1.4,
+                 label=f"epoch {numbers[i]}")
+    ax1.axvline(SMALL, color="grey", ls="--", lw=1, label="1e-2")
+    ax1.set_xlim(0, edges[-1])
+    ax1.set_ylim(bottom=0)
+    ax1.set_xlabel("|BN scale| (|gamma|)")
+    ax1.set_ylabel("channels")
+    ax1.set_title("histograms of some epochs")
+    ax1.legend(fontsize=8)
     ax1.grid(alpha=0.3)
+    share = [100 * e["share_below_1e-2"] for e in epochs]
+    ax2.plot(numbers, share, marker="o")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("% of scales below 1e-2")
+    ax2.set_ylim(0, max(5.0, max(share) * 1.15))
+    ax2.set_xlim(numbers[0] - 0.5, numbers[-1] + 0.5)
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12, min_n_ticks=1))
+    decay = {"none": "constant", "linear": "linear decay to 0",
+             "cosine": "cosine decay to 0"}.get(log.get("s_decay"), log.get("s_decay"))
+    ax2.set_title(f"sparsity (s = {log['s']:g}, {decay})")
+    ax2.grid(alpha=0.3)
+    if len(numbers) <= 12:           # few epochs: exactly one tick each, never fractions
+        ax0.set_yticks(numbers)
+        ax2.set_xticks(numbers)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=90)
