@@ -8,7 +8,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    check_writable_dir,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -17,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--output_eval", default=None,
                         help="directory for the detections as COCO bbox.json")
     args = parser.parse_args(argv)
+    check_writable_dir("--output_eval", args.output_eval)
     cfg = load_config_from_args(args)
 
     from ppdet.engine.builder import build_metric_for, build_model, build_reader

@@ -8,7 +8,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    check_writable_dir,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -17,6 +22,7 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="output_inference",
                         help="parent directory of the exported model")
     args = parser.parse_args(argv)
+    check_writable_dir("--output_dir", args.output_dir)
     cfg = load_config_from_args(args)
 
     from ppdet.engine.builder import build_model, class_names_for

@@ -8,7 +8,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_conflicts,
+    check_range,
+    check_writable_dir,
+    load_config_from_args,
+    run_main,
+)
 
 _IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -35,8 +43,11 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="output", help="where drawn images go")
     parser.add_argument("--draw_threshold", type=float, default=0.5, help="score threshold")
     args = parser.parse_args(argv)
-    cfg = load_config_from_args(args)
+    check_conflicts(args, ("infer_img", "infer_dir"))
+    check_range("--draw_threshold", args.draw_threshold, 0, 1)
+    check_writable_dir("--output_dir", args.output_dir)
     files = _images(args)
+    cfg = load_config_from_args(args)
 
     import cv2
     import paddle

@@ -2,15 +2,23 @@
 
     python deploy/python/infer.py --model_dir output_inference/NAME --image_file img.jpg
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from ppdet.utils.cli import (  # noqa: E402
+    ArgumentParser,
+    UserError,
+    check_range,
+    check_writable_dir,
+    run_main,
+)
 
+
+@run_main
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model_dir", required=True, help="directory written by export_model")
     parser.add_argument("--image_file", required=True, help="image to run on")
     parser.add_argument("--output_dir", default="output", help="where the drawn image goes")
@@ -19,21 +27,23 @@ def main(argv=None):
     parser.add_argument("--no_mkldnn", action="store_true", help="turn oneDNN off")
     parser.add_argument("--cpu_threads", type=int, default=1)
     args = parser.parse_args(argv)
+    check_range("--threshold", args.threshold, 0, 1)
+    check_range("--cpu_threads", args.cpu_threads, 1)
+    check_writable_dir("--output_dir", args.output_dir)
     for need in ("model.pdmodel", "infer_cfg.yml"):
         if not os.path.isfile(os.path.join(args.model_dir, need)):
-            sys.exit(f"error: {os.path.join(args.model_dir, need)} not found: export the model "
-                     f"first with tools/export_model.py")
-    if not os.path.isfile(args.image_file):
-        sys.exit(f"error: image not found: {args.image_file}")
+            raise UserError(f"{os.path.join(args.model_dir, need)} not found: export the "
+                            f"model first with tools/export_model.py")
 
     import cv2
 
-    from ppdet.engine.export import Predictor
+    from ppdet.engine.export import Predictor, read_image
     from ppdet.utils.visualize import draw_detections
+    rgb = read_image(args.image_file)       # a missing or corrupt image: one line, exit 2
+    bgr = cv2.imread(args.image_file)
     predictor = Predictor(args.model_dir, use_mkldnn=not args.no_mkldnn,
                           cpu_threads=args.cpu_threads)
-    bgr = cv2.imread(args.image_file)
-    bbox, _ = predictor.predict_image(bgr[:, :, ::-1])
+    bbox, _ = predictor.predict_image(rgb)
     threshold = args.threshold if args.threshold is not None else \
         predictor.infer_cfg.get("draw_threshold", 0.5)
     names = predictor.infer_cfg.get("label_list", [])

@@ -20,6 +20,7 @@ __all__ = ["build_loader", "DetLoader"]
 READER_KEYS = ("sample_transforms", "batch_transforms", "batch_size", "shuffle", "drop_last",
                "worker_num", "use_shared_memory", "skip_bad_images")
 SECTIONS = {"train": "TrainReader", "eval": "EvalReader", "test": "TestReader"}
+_ERROR = "_data_error"
 SKIP_HINT = "; to skip unreadable training images set TrainReader.skip_bad_images: true"
 EVAL_KEYS = ("image", "im_shape", "scale_factor", "im_id")
 NOT_BATCHED = ("im_file", "h", "w")
@@ -89,7 +90,9 @@ class _Samples:
             try:
                 sample = self.transforms(self.dataset[idx])
             except DataError as e:
-                raise DataError(f"{e}{self.hint}") from None
+                # carried to the main process in the batch (paddle's workers would turn
+                # it into an unrelated "blocking queue is killed" error)
+                return {_ERROR: f"{e}{self.hint}"}
         sample["_batch_seed"] = batch_seed
         return sample
 
@@ -101,6 +104,9 @@ class _Collate:
         self.transforms, self.mode = transforms, mode
 
     def __call__(self, samples):
+        for s in samples:
+            if _ERROR in s:
+                return {_ERROR: np.frombuffer(s[_ERROR].encode(), np.uint8).copy()}
         seed = samples[0]["_batch_seed"]
         for s in samples:
             del s["_batch_seed"]
@@ -171,11 +177,11 @@ class DetLoader:
         try:
             if self.worker_num == 0:
                 for keys in self.sampler:
-                    yield self.collate([self.samples[k] for k in keys])
+                    yield _checked(self.collate([self.samples[k] for k in keys]))
             else:
                 try:
                     for batch in self._paddle():
-                        yield {k: v.numpy() for k, v in batch.items()}
+                        yield _checked({k: v.numpy() for k, v in batch.items()})
                 except UserError as e:    # re-raised by paddle with the worker's traceback
                     raise type(e)(_worker_message(e)) from None
         finally:
@@ -189,6 +195,13 @@ class DetLoader:
                 num_workers=self.worker_num, use_shared_memory=self.use_shared_memory,
                 return_list=True)  # no cv2.setNumThreads in workers: it hangs after fork
         return self._paddle_loader
+
+
+def _checked(batch):
+    """A batch, or the data error a sample of it met (see ``_Samples``)."""
+    if _ERROR in batch:
+        raise DataError(bytes(np.asarray(batch[_ERROR], np.uint8)).decode())
+    return batch
 
 
 def _worker_message(exc):

@@ -4,7 +4,8 @@ The model is saved with ``paddle.jit.save`` in the legacy program format (under
 ``OldIrGuard``): with oneDNN on, the PIR format crashes in a conv+BN+leaky_relu fusion
 pass and cannot convert nearest ``interpolate`` (see shared/notes/stack-facts.md).
 Inputs: ``image`` [N,3,H,W], ``im_shape`` [N,2], ``scale_factor`` [N,2]; outputs
-``bbox`` [K,6] and ``bbox_num`` [N]. ``infer_cfg.yml`` beside it holds the
+``bbox`` [K,6] and ``bbox_num`` [N], then the raw head outputs (before decoding and NMS)
+that ``verify_export`` compares. ``infer_cfg.yml`` beside it holds the
 preprocessing and labels.
 """
 import os
@@ -13,9 +14,11 @@ import numpy as np
 import paddle
 import yaml
 
+from ppdet.core.errors import ConfigError, DataError
 from ppdet.utils.atomic import atomic_write_bytes
 
-__all__ = ["export_model", "Predictor", "preprocess_image"]
+__all__ = ["export_model", "Predictor", "preprocess_image", "read_image", "verify_export",
+           "VerifyResult"]
 
 _EXPORTED_TRANSFORMS = ("Resize", "NormalizeImage", "Permute")
 
@@ -26,9 +29,10 @@ class _ExportWrapper(paddle.nn.Layer):
         self.model = model
 
     def forward(self, image, im_shape, scale_factor):
-        out = self.model.predict_from_outputs(self.model.head_outputs(image), im_shape,
-                                              scale_factor)
-        return out["bbox"], out["bbox_num"]
+        heads = self.model.head_outputs(image)
+        out = self.model.predict_from_outputs(heads, im_shape, scale_factor)
+        # the raw head outputs follow, for verify_export (deployment reads the first two)
+        return (out["bbox"], out["bbox_num"], *_flatten(heads))
 
 
 def _infer_cfg(cfg, class_names):
@@ -87,8 +91,16 @@ class Predictor:
 
     def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1):
         from paddle import inference
-        with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
-            self.infer_cfg = yaml.safe_load(f)
+        path = os.path.join(model_dir, "infer_cfg.yml")
+        try:
+            with open(path) as f:
+                self.infer_cfg = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read {path}: {str(e).splitlines()[0]}") from e
+        if not isinstance(self.infer_cfg, dict) or \
+                not isinstance(self.infer_cfg.get("Preprocess"), list):
+            raise ConfigError(f"{path} has no Preprocess list: export the model again with "
+                              f"tools/export_model.py")
         config = inference.Config(os.path.join(model_dir, "model.pdmodel"),
                                   os.path.join(model_dir, "model.pdiparams"))
         config.disable_gpu()
@@ -100,41 +112,94 @@ class Predictor:
         config.disable_glog_info()
         self.predictor = inference.create_predictor(config)
 
-    def run(self, image, im_shape, scale_factor):
-        """Batched numpy inputs -> (bbox [K,6], bbox_num [N])."""
+    def run(self, image, im_shape, scale_factor, raw=False):
+        """Batched numpy inputs -> (bbox [K,6], bbox_num [N]); with ``raw`` also the list
+        of raw head outputs the export holds (empty for exports without them)."""
         feeds = {"image": image, "im_shape": im_shape, "scale_factor": scale_factor}
         for name in self.predictor.get_input_names():
             handle = self.predictor.get_input_handle(name)
             handle.copy_from_cpu(np.ascontiguousarray(feeds[name], dtype="float32"))
         self.predictor.run()
+        names = self.predictor.get_output_names()
         outs = [self.predictor.get_output_handle(n).copy_to_cpu()
-                for n in self.predictor.get_output_names()]
-        return outs[0], outs[1]
+                for n in (names if raw else names[:2])]
+        return (outs[0], outs[1], outs[2:]) if raw else (outs[0], outs[1])
 
-    def predict_image(self, image_rgb):
+    def predict_image(self, image_rgb, raw=False):
         img, im_shape, scale = preprocess_image(image_rgb, self.infer_cfg["Preprocess"])
-        return self.run(img[None], im_shape[None], scale[None])
+        return self.run(img[None], im_shape[None], scale[None], raw=raw)
+
+
+def read_image(path):
+    """An image file as RGB uint8; an unreadable one is a one-line error naming it."""
+    import cv2
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"cannot decode image {path}: not an image, or corrupt")
+    return bgr[:, :, ::-1]
+
+
+def _flatten(outs):
+    if isinstance(outs, (list, tuple)):
+        return [t for o in outs for t in _flatten(o)]
+    if isinstance(outs, dict):
+        return [t for k in sorted(outs) for t in _flatten(outs[k])]
+    return [outs]
+
+
+class VerifyResult(tuple):
+    """(images, boxes, box difference, score difference), plus ``values`` (raw head output
+    values compared) and ``head_diff`` (their largest difference, relative to the scale)."""
+
+    def __new__(cls, images, boxes, box_diff, score_diff, values, head_diff):
+        self = super().__new__(cls, (images, boxes, box_diff, score_diff))
+        self.images, self.boxes, self.box_diff, self.score_diff = images, boxes, box_diff, \
+            score_diff
+        self.values, self.head_diff = values, head_diff
+        return self
 
 
 def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05, tol=1e-3):
-    """Run the exported model (Paddle Inference) and the dygraph model on the same images.
+    """Compare the exported model (Paddle Inference) with the dygraph model on the same images.
 
-    Returns (images compared, boxes compared, max |box diff| relative to the box scale,
-    max |score diff|). Raises AssertionError when the kept detections differ (other boxes
-    kept, or coordinates / scores further apart than ``tol``).
+    Two checks of the exported file: its raw head outputs before decoding and NMS (every
+    value), and its kept detections (class, box, score).
+    Returns a ``VerifyResult``: (images compared, boxes compared, max |box diff| relative to
+    the box scale, max |score diff|) with ``.values`` and ``.head_diff``. Raises
+    AssertionError when anything differs by more than ``tol``, or when nothing at all was
+    compared (no image, no output value): that is not a verification.
     """
-    import cv2
+    if not image_files:
+        raise AssertionError("no image to compare on: nothing was verified")
     predictor = Predictor(model_dir, use_mkldnn=use_mkldnn)
     model.eval()
-    worst_box, worst_score, boxes = 0.0, 0.0, 0
+    worst_box, worst_score, worst_head, boxes, values = 0.0, 0.0, 0.0, 0, 0
     for path in image_files:
-        rgb = cv2.imread(path)[:, :, ::-1]
-        got, _ = predictor.predict_image(rgb)
+        rgb = read_image(path)
+        got, _, got_heads = predictor.predict_image(rgb, raw=True)
         x, shape, scale = preprocess_image(rgb, predictor.infer_cfg["Preprocess"])
+        image = paddle.to_tensor(x[None])
         with paddle.no_grad():
-            ref = model({"image": paddle.to_tensor(x[None]),
-                         "im_shape": paddle.to_tensor(shape[None]),
+            ref_heads = [t.numpy() for t in _flatten(model.head_outputs(image))]
+            ref = model({"image": image, "im_shape": paddle.to_tensor(shape[None]),
                          "scale_factor": paddle.to_tensor(scale[None])})["bbox"].numpy()
+        if not got_heads:
+            raise AssertionError(f"{model_dir} holds no raw head outputs to compare "
+                                 f"(exported by an older version): export it again")
+        if [a.shape for a in got_heads] != [a.shape for a in ref_heads]:
+            raise AssertionError(f"{path}: exported head outputs have shapes "
+                                 f"{[a.shape for a in got_heads]}, dygraph "
+                                 f"{[a.shape for a in ref_heads]}")
+        for a, b in zip(got_heads, ref_heads):
+            values += a.size
+            if a.size:
+                diff = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1.0))
+                worst_head = max(worst_head, diff)
+        if worst_head > tol:
+            raise AssertionError(f"{path}: raw head outputs differ by {worst_head:.1e} "
+                                 f"(relative)")
         got = got[(got[:, 0] >= 0) & (got[:, 1] >= score_min)]
         ref = ref[(ref[:, 0] >= 0) & (ref[:, 1] >= score_min)]
         if got.shape != ref.shape or not np.array_equal(got[:, 0], ref[:, 0]):
@@ -142,10 +207,13 @@ def verify_export(model, model_dir, image_files, use_mkldnn=True, score_min=0.05
                                  f"{len(ref)}")
         if len(ref):
             scale_ref = np.maximum(np.abs(ref[:, 2:]).max(), 1.0)
-            worst_box = max(worst_box, float(np.abs(got[:, 2:] - ref[:, 2:]).max() / scale_ref))
+            worst_box = max(worst_box,
+                            float(np.abs(got[:, 2:] - ref[:, 2:]).max() / scale_ref))
             worst_score = max(worst_score, float(np.abs(got[:, 1] - ref[:, 1]).max()))
         boxes += len(ref)
         if worst_box > tol or worst_score > tol:
-            raise AssertionError(f"{path}: boxes differ by {worst_box:.1e} (relative), scores "
-                                 f"by {worst_score:.1e}")
-    return len(image_files), boxes, worst_box, worst_score
+            raise AssertionError(f"{path}: boxes differ by {worst_box:.1e} (relative), "
+                                 f"scores by {worst_score:.1e}")
+    if values == 0:
+        raise AssertionError("the head produced no output values: nothing was verified")
+    return VerifyResult(len(image_files), boxes, worst_box, worst_score, values, worst_head)

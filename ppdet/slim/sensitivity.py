@@ -41,18 +41,21 @@ class EvalCache:
         self.im_shape = np.zeros((n, 2), "float32")
         self.scale_factor = np.zeros((n, 2), "float32")
         self.im_id = np.zeros((n,), "int64")
-        for i, rec in enumerate(tqdm(records, desc="caching eval set", disable=not progress,
-                                     leave=False)):
-            s = transform(dict(rec))
-            if self.images is None:
-                self.images = np.empty((n,) + s["image"].shape, "float32")
-            if s["image"].shape != self.images.shape[1:]:
-                raise UserError("eval images differ in size after EvalReader transforms: use "
-                                "a Resize with a fixed target_size to cache them")
-            self.images[i] = s["image"]
-            self.im_shape[i] = s["im_shape"]
-            self.scale_factor[i] = s["scale_factor"]
-            self.im_id[i] = rec["im_id"]
+        with tqdm(records, desc="caching eval set", disable=not progress, leave=False) as bar:
+            for i, rec in enumerate(bar):    # closed (and cleared) on an error too
+                self._add(i, rec, transform)
+
+    def _add(self, i, rec, transform):
+        s = transform(dict(rec))
+        if self.images is None:
+            self.images = np.empty((len(self.im_id),) + s["image"].shape, "float32")
+        if s["image"].shape != self.images.shape[1:]:
+            raise UserError("eval images differ in size after EvalReader transforms: use "
+                            "a Resize with a fixed target_size to cache them")
+        self.images[i] = s["image"]
+        self.im_shape[i] = s["im_shape"]
+        self.scale_factor[i] = s["scale_factor"]
+        self.im_id[i] = rec["im_id"]
 
     def __len__(self):
         return len(self.im_id)
@@ -120,13 +123,11 @@ def fingerprint(cfg, weights_path, eval_set, criterion):
     model_cfg = {k: cfg[k] for k in model_keys}
     model_cfg["architecture"] = cfg.get("architecture")
     model_cfg["num_classes"] = cfg.get("num_classes")
-    h = hashlib.sha256()
-    with open(weights_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    # the weights: a file, or a static-era folder of variable files
+    from ppdet.engine.weights import digest_path
     metric = str(cfg.get("metric", "VOC")).upper()
     reader = (cfg.get("EvalReader") or {}).get("sample_transforms")
-    return {"model config": _digest(model_cfg), "weights": h.hexdigest(),
+    return {"model config": _digest(model_cfg), "weights": digest_path(weights_path),
             "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
             "eval reader": _digest(reader), "metric": metric,
             "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",

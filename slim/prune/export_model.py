@@ -12,7 +12,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_range,
+    check_writable_dir,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -22,6 +29,8 @@ def main(argv=None):
     parser.add_argument("--verify_images", type=int, default=4,
                         help="eval images to compare exported vs dygraph outputs on (0: skip)")
     args = parser.parse_args(argv)
+    check_range("--verify_images", args.verify_images, 0)
+    check_writable_dir("--output_dir", args.output_dir)
     cfg = load_config_from_args(args)
 
     from ppdet.engine.builder import build_dataset, build_model, class_names_for
@@ -41,11 +50,14 @@ def main(argv=None):
     if args.verify_images > 0:
         images = [r["im_file"] for r in build_dataset(cfg, "eval").records[:args.verify_images]]
         try:
-            n, boxes, box_err, score_err = verify_export(model, out, images)
+            result = verify_export(model, out, images)
+            n, boxes, box_err, score_err = result
         except AssertionError as e:
             raise UserError(f"export verification failed: {e}") from e
-        print(f"verified with Paddle Inference + oneDNN on {n} images: {boxes} boxes, max "
-              f"relative box difference {box_err:.1e}, max score difference {score_err:.1e}")
+        print(f"verified with Paddle Inference + oneDNN on {n} images: {result.values} raw "
+              f"head output values (max relative difference {result.head_diff:.1e}), "
+              f"{boxes} boxes, max relative box difference {box_err:.1e}, max score "
+              f"difference {score_err:.1e}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,65 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_conflicts,
+    check_range,
+    check_writable_dir,
+    load_config_from_args,
+    run_main,
+)
+
+_HOW = ("pruned_params", "pruned_ratios", "sensitivities_file", "loss", "target_flops",
+        "target_ratio", "align", "no_finetune")
+
+
+def check_args(args):
+    """Every option before the config, the model or the data are touched; all conflicts
+    are named in one line."""
+    check_conflicts(args, ("pruned_ratios", "target_ratio", "sensitivities_file"),
+                    ("loss", "target_flops"), ("eval", "no_finetune"),
+                    *[("resume_checkpoint", k) for k in _HOW],
+                    needs=[("loss", "sensitivities_file"), ("target_flops", "sensitivities_file"),
+                           ("target_ratio", "pruned_params"), ("pruned_ratios", "pruned_params")])
+    for name in ("target_ratio", "target_flops", "loss"):
+        check_range(f"--{name}", getattr(args, name), 0, 1, low_open=True, high_open=True)
+    check_range("--align", args.align, 1, integer=True)
+    if args.sensitivities_file and not os.path.isfile(args.sensitivities_file):
+        raise UserError(f"sensitivities file not found: {args.sensitivities_file}")
+
+
+def resume_folder(checkpoint):
+    """The folder of a checkpoint of this script's fine-tuning, where ``-r`` goes on.
+
+    Refused: a folder without the run's ``pruned.pdparams`` (not a run of this script), or
+    one whose ``pruned.pdparams`` has another channel plan (another run's files, which
+    resuming there would overwrite)."""
+    import paddle
+
+    from ppdet.engine.checkpoint import META_KEY, CheckpointError, resolve_weights
+    base = os.path.abspath(resolve_weights(checkpoint))
+    folder = os.path.dirname(base)
+
+    def plan_of(path):
+        try:
+            state = paddle.load(path + ".pdparams")
+        except Exception as e:
+            raise CheckpointError(f"cannot read weights {path}.pdparams: "
+                                  f"{type(e).__name__}") from e
+        meta = state.get(META_KEY) if isinstance(state, dict) else None
+        return (meta or {}).get("channel_plan") or {}
+
+    first = os.path.join(folder, "pruned")
+    if not os.path.isfile(first + ".pdparams"):
+        raise UserError(f"-r {checkpoint}: {folder} holds no pruned.pdparams, so it is not a "
+                        f"run of slim/prune/prune.py; resume other runs with tools/train.py -r")
+    if first != base and plan_of(first) != plan_of(base):
+        raise UserError(f"-r {checkpoint}: {folder} holds another run's files (its "
+                        f"pruned.pdparams has another channel plan); resuming there would "
+                        f"overwrite them: copy the checkpoint to a folder of its own")
+    return folder
 
 
 @run_main
@@ -39,10 +97,13 @@ def main(argv=None):
     parser.add_argument("-P", "--print_params", action="store_true")
     parser.add_argument("--eval", action="store_true", help="evaluate while fine-tuning")
     parser.add_argument("-r", "--resume_checkpoint", default=None,
-                        help="resume fine-tuning from a pruned checkpoint")
+                        help="resume fine-tuning from a checkpoint of this script, in its "
+                             "own folder")
     parser.add_argument("--no_finetune", action="store_true", help="prune and save only")
     args = parser.parse_args(argv)
+    check_args(args)
     cfg = load_config_from_args(args)
+    check_writable_dir("save_dir", cfg.get("save_dir", "output"))
 
     import paddle
 
@@ -70,7 +131,7 @@ def main(argv=None):
         return None
     save_dir = os.path.join(cfg.get("save_dir", "output"), cfg["filename"] + "_pruned")
     if args.resume_checkpoint:          # the checkpoint's channel plan rebuilds the shapes
-        trainer = Trainer(cfg, model=model, save_dir=save_dir)
+        trainer = Trainer(cfg, model=model, save_dir=resume_folder(args.resume_checkpoint))
         trainer.resume(args.resume_checkpoint)
         trainer.train(validate=args.eval)
         return None

@@ -12,7 +12,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_writable_file,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -23,16 +29,26 @@ def main(argv=None):
     parser.add_argument("--layout", default="rows", choices=["rows", "stages"],
                         help="rows: one row per model; stages: one column per model")
     args = parser.parse_args(argv)
-    cfg = load_config_from_args(args)
+    check_writable_file("--output", args.output)
     pairs = []
     for item in args.models:
         if "=" not in item:
             raise UserError(f"--models takes LABEL=WEIGHTS, got '{item}'")
         pairs.append(tuple(item.split("=", 1)))
+    labels = [label for label, _ in pairs]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise UserError(f"--models gives the label '{twice[0]}' twice: labels name the rows")
+    cfg = load_config_from_args(args)
+    from ppdet.engine.checkpoint import resolve_weights
+    for _, weights in pairs:            # every checkpoint found before the first evaluation
+        resolve_weights(weights)
 
     from ppdet.slim.report import model_row, report_table, stage_table
-    rows = [(label, model_row(cfg, weights, tempfile.mkdtemp(prefix="report_")))
-            for label, weights in pairs]
+    rows = []
+    for label, weights in pairs:        # each temporary export is removed after its row
+        with tempfile.TemporaryDirectory(prefix="report_") as tmp:
+            rows.append((label, model_row(cfg, weights, tmp)))
     table = stage_table(rows) if args.layout == "stages" else report_table(rows)
     print(table)
     if args.output:

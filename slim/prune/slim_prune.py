@@ -17,7 +17,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import ArgsParser, UserError, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_range,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -41,6 +47,9 @@ def main(argv=None):
                         help="write the before/after table (mAP, params, FLOPs, latency)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list blocked groups")
     args = parser.parse_args(argv)
+    check_range("--global_percent", args.global_percent, 0, 1, low_open=True, high_open=True)
+    check_range("--layer_keep", args.layer_keep, 0, 1, high_open=True)
+    check_range("--shortcuts", args.shortcuts, 0, integer=True)
     cfg = load_config_from_args(args)
 
     import paddle
