@@ -13,37 +13,21 @@ import os
 import numpy as np
 import paddle
 
+from ppdet.engine import weights as weights_lib
+from ppdet.engine.weights import META_KEY, CheckpointError
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
            "apply_channel_plan", "channel_plan", "load_resume", "check_same_config",
-           "is_reshaped", "ensure_outside"]
-
-META_KEY = "__ppdet_meta__"
-
-
-class CheckpointError(ValueError):
-    """Weights that cannot be used; the message names the file or parameter and the fix."""
+           "is_reshaped", "ensure_outside", "META_KEY"]
 
 
 def resolve_weights(path):
-    """Local path with or without ``.pdparams``; URLs fail clearly (no network here)."""
-    if path is None or str(path) == "":
-        raise CheckpointError("no weights given: pass -o weights=PATH (a .pdparams file)")
-    path = str(path)
-    if path.startswith(("http://", "https://", "ftp://")):
-        raise CheckpointError(f"weights are a URL ({path}) but this tool works offline: "
-                              f"download the file elsewhere and pass its local path")
-    base = path[:-len(".pdparams")] if path.endswith(".pdparams") else path
-    if not os.path.isfile(base + ".pdparams"):
-        from ppdet.engine.builder import resolve_path  # relative to the repo root too
-        alt = resolve_path(base + ".pdparams")
-        if os.path.isfile(alt):
-            base = alt[:-len(".pdparams")]
-    if not os.path.isfile(base + ".pdparams"):
-        hint = " (a directory: name the .pdparams file inside it)" if os.path.isdir(path) else ""
-        raise CheckpointError(f"weights not found: {base}.pdparams{hint}")
-    return base
+    """Where the weights live: for this toolkit's checkpoints the path without
+    ``.pdparams`` (``.pdopt`` sits next to it); otherwise the file or folder itself. URLs
+    resolve offline from ``~/.cache/paddle/weights`` (see :mod:`ppdet.engine.weights`)."""
+    found = weights_lib.locate(path)
+    return found[:-len(".pdparams")] if found.endswith(".pdparams") else found
 
 
 def _to_bytes(obj):
@@ -88,7 +72,6 @@ def _load(path):
     except Exception as e:  # corrupt or foreign file
         raise CheckpointError(f"cannot read weights {path}: {type(e).__name__}: {e}"
                               .splitlines()[0]) from e
-
 
 
 def apply_channel_plan(model, plan):
@@ -139,16 +122,24 @@ def check_same_config(model, meta, path):
 
 
 def load_weights(model, weights, strict=True):
-    """Load a checkpoint into ``model``: rebuild pruned shapes, then load strictly.
+    """Load weights into ``model``: rebuild pruned shapes, then load strictly.
 
-    Every missing, unexpected or shape-mismatched parameter is an error naming it.
-    Returns the checkpoint's meta dict.
+    This toolkit's checkpoints, static-era folders / ``.tar`` archives, released URLs (from
+    the offline cache), PaddleDetection 2.x and PaddleClas 2.x ``.pdparams`` are accepted
+    (:mod:`ppdet.engine.weights`). Every missing or shape-mismatched parameter is an error
+    naming it, and nothing is loaded then. Returns the checkpoint's meta dict (for foreign
+    formats ``{"source_format": kind}``).
     """
-    base = resolve_weights(weights)
-    state = _load(base + ".pdparams")
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{base}.pdparams is not a model state dict")
-    meta = state.pop(META_KEY, {}) or {}
+    source = weights_lib.read_weights(weights)
+    if source.kind != "ppdet":
+        if strict:
+            weights_lib.load_strict(model, source)
+        else:
+            weights_lib.load_lenient(model, source, what="weights")
+        return {"source_format": source.kind}
+    base = source.path[:-len(".pdparams")]
+    state = source.tensors
+    meta = source.meta or {}
     check_same_config(model, meta, base + ".pdparams")
     removed = [p for p in meta.get("removed_layers") or []
                if p not in getattr(model, "removed_layers", [])]

@@ -39,23 +39,20 @@ def set_seed(seed):
 
 
 def load_pretrain(model, path):
-    """Load what matches by key and shape (ImageNet backbones, other class counts).
-    A pruned or slimmed checkpoint of this toolkit is loaded whole instead (its channel
-    plan and removed blocks rebuild the model), e.g. for a second round of --sr."""
-    base = ckpt.resolve_weights(path)
-    state = paddle.load(base + ".pdparams")
-    meta = state.pop(ckpt.META_KEY, None) or {}
-    if ckpt.is_reshaped(meta):
-        ckpt.load_weights(model, base)
-        print(f"pretrain weights {base}.pdparams: a pruned model, loaded with its channel "
+    """Load what matches by name and shape: ImageNet backbones (static-era folders/tars,
+    PaddleClas 2.x), detection weights of another class count (the class-dependent layers
+    start fresh), any format :mod:`ppdet.engine.weights` reads. One summary line says what
+    loaded and what was skipped and why. A pruned or slimmed checkpoint of this toolkit is
+    loaded whole instead (its channel plan and removed blocks rebuild the model), e.g. for a
+    second round of --sr."""
+    from ppdet.engine import weights as weights_lib
+    source = weights_lib.read_weights(path)
+    if source.kind == "ppdet" and ckpt.is_reshaped(source.meta or {}):
+        ckpt.load_weights(model, source.path)
+        print(f"pretrain weights {source.path}: a pruned model, loaded with its channel "
               f"plan")
         return
-    own = model.state_dict()
-    use = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
-    model.set_state_dict(use)
-    skipped = len(own) - len(use)
-    print(f"pretrain weights {base}.pdparams: loaded {len(use)} tensors, {skipped} kept "
-          f"their initial values (absent or of another shape)")
+    weights_lib.load_lenient(model, source)
 
 
 class Trainer:

@@ -122,7 +122,8 @@ def main(argv=None):
     records = dataset.records[:args.eval_samples] if args.eval_samples else dataset.records
     if not records:
         raise UserError(f"the eval set {dataset.anno_path} holds no images")
-    fp = fingerprint(cfg, weights + ".pdparams", eval_set_digest(records), args.criterion)
+    weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
+    fp = fingerprint(cfg, weights_file, eval_set_digest(records), args.criterion)
     # the file is checked (and refused) before the slow steps: caching, baseline
     store = SensitivityStore(args.sensitivities_file, fp, adopt=args.adopt)
     load_weights(model, weights)
