@@ -18,7 +18,7 @@ from ppdet.core import registry
 from ppdet.core.errors import ConfigError
 
 __all__ = ["ConfigError", "load_config", "apply_overrides", "parse_overrides",
-           "merge_config", "validate_config", "TOP_LEVEL_KEYS", "dump_config"]
+           "merge_config", "validate_config", "TOP_LEVEL_KEYS"]
 
 # Top-level keys every config may use (PaddleDetection 2.x names). Sections named after
 # registered components (``MobileNetV1:``) are valid too.
@@ -227,8 +227,3 @@ def load_config(path, overrides=None, validate=True):
     cfg = _plain(cfg)
     cfg["filename"] = os.path.splitext(os.path.basename(path))[0]
     return cfg
-
-
-def dump_config(cfg, path):
-    with open(path, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)

@@ -18,10 +18,9 @@ import numpy as np
 
 from ppdet.core.registry import METRICS
 
-__all__ = ["build_metric", "flatten_batch", "to_numpy", "METRIC_NAMES", "CONTRACT"]
+__all__ = ["build_metric", "flatten_batch", "to_numpy", "METRIC_NAMES"]
 
 METRIC_NAMES = ("VOC", "COCO")
-CONTRACT = ("reset", "update", "accumulate", "log", "score", "headline")
 
 
 def to_numpy(x):

@@ -19,9 +19,7 @@ from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.utils.cli import UserError
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest", "plan_pairs",
-           "run_sensitivity", "RealPruneMeasure", "MaskedMeasure", "DEFAULT_RATIOS"]
-
-DEFAULT_RATIOS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+           "run_sensitivity", "RealPruneMeasure", "MaskedMeasure"]
 
 
 class EvalCache:
