@@ -550,6 +550,9 @@ def match_weights(model, source):
             continue
         result.state[mkey] = arr.astype(np.float32) if arr.dtype == np.float64 else arr
         result.loaded.append(mkey)
+    order = {k: i for i, k in enumerate(own)}            # report in the model's order
+    result.mismatched.sort(key=lambda t: order[t[0]])
+    result.loaded.sort(key=order.get)
     result.names = {k: claimed[k] for k in claimed}
     result.missing = [k for k in own if k not in claimed]
     return result
