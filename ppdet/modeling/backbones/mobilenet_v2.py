@@ -4,7 +4,8 @@ Names follow the PaddleClas scheme: ``conv1_1_weights`` for the stem, then per b
 ``conv{stage}_{i}_expand`` (1x1), ``_dwise`` (depthwise 3x3) and ``_linear`` (1x1
 projection, no activation); BN parameters ``<conv>_bn_scale/_offset/_mean/_variance``.
 The layout is the paper's (no expansion conv when t = 1, widths rounded to multiples of 8),
-not PaddleClas's, so its ImageNet weights do not load here. A block whose input and output
+not PaddleClas's: its ImageNet weights load as pretrain_weights at width 1.0 except that
+expansion conv and its final 1x1 conv (ppdet/engine/weights.py). A block whose input and output
 shapes match adds its input back (the shortcut that slimming ties and layer pruning removes).
 """
 import paddle.nn as nn
