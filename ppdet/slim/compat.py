@@ -56,6 +56,7 @@ __all__ = [
     "prunable_params",
     "prune_vars",
     "restore",
+    "trace_groups",
 ]
 
 # criterion name -> paddleslim.dygraph class; 'bn_scale' exists only for the static Pruner.
@@ -300,3 +301,40 @@ def restore(pruner):
     slim = import_paddleslim()
     slim.dygraph.prune.pruning_plan.PruningPlan().restore(pruner.model, opt=pruner.opt)
     pruner.plan = None
+
+
+def trace_groups(layer, input_shape):
+    """Trace ``layer`` once (image input only) and return its channel groups as plain data.
+
+    Returns ``{"groups": [...], "leaves": [...]}``. Each group is
+    ``{"master": param name, "members": [(param name, axis, [transform dict, ...]), ...]}``
+    for a conv whose filters (axis 0) can be removed, members being every parameter or BN
+    buffer that loses the same channels (BN, depthwise followers, convs tied by shortcut
+    adds on axis 0; consumers on axis 1). Transforms map a channel of the master onto the
+    member's axis (``src_start``/``target_start``... through concat, ``repeat``, ``stride``,
+    ``squeeze``), in paddleslim's order. ``leaves``: names of variables nothing reads (the
+    model outputs); the convs producing them get no group. No paddleslim object leaks.
+    """
+    slim = import_paddleslim()
+    import logging
+    for name in list(logging.root.manager.loggerDict):   # it warns about every leaf it skips
+        if name.startswith("paddleslim"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    shape = [int(d) for d in input_shape]
+    program = slim.core.dygraph2program(layer, [shape], dtypes=["float32"])
+    graph = slim.core.GraphWrapper(program)
+    params = [p.name for p in layer.parameters() if len(p.shape) == 4]
+    finder = slim.prune.PruningCollections()
+    leaves = finder._find_leaves(graph)
+    collections = finder.create_pruning_collections(params, graph, skip_leaves=True)
+    known = {p.name for p in layer.parameters()} | {b.name for b in layer.buffers()}
+    groups = []
+    for coll in collections:
+        if coll.master_axis != 0:
+            continue
+        members = []
+        for d in coll.all_pruning_details():
+            if d.name in known:
+                members.append((d.name, int(d.axis), [dict(t) for t in d.transform]))
+        groups.append({"master": coll.master_name, "members": members})
+    return {"groups": groups, "leaves": list(leaves)}

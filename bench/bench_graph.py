@@ -1,0 +1,99 @@
+"""FLOPs-target search against pruning with given ratios, on the full-width YOLOv3 (random
+weights), same run. The graph path traces once and counts FLOPs arithmetically; the old
+path (``--old``, only while ``ppdet.slim.pruner`` exists) prunes, re-traces and restores at
+every bisection step.
+
+    python bench/bench_graph.py [-c configs/yolov3_mobilenet_v1_voc.yml] [--old]
+"""
+import argparse
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def graph_path(cfg, pattern, target):
+    """Rows of (step, seconds) for the graph: search, then prune with the ratio found, then
+    prune with given ratios from a fresh trace, as ``prune.py`` would."""
+    from ppdet.engine.builder import build_model, image_size_for
+    from ppdet.slim import search
+    from ppdet.slim.graph import PruneGraph
+    from ppdet.slim.plan import Costs, apply_plan, make_plan
+    size = image_size_for(cfg, "eval")
+    model = build_model(cfg)
+    model.eval()
+    t_trace, graph = _timed(lambda: PruneGraph(model))
+    names = [g.name for g in graph.prunable if pattern in g.name]
+    t_costs, costs = _timed(lambda: Costs(graph, size))
+    t_search, (ratio, got) = _timed(lambda: search.uniform_ratio_for_flops(costs, names, target))
+    t_plan, plan = _timed(lambda: make_plan(graph, {n: ratio for n in names}))
+    t_apply, _ = _timed(lambda: apply_plan(graph, plan, keep_backup=False))
+    given = t_trace + t_costs + t_plan + t_apply
+    rows = [("trace the graph (once)", t_trace),
+            (f"record output sizes at {size[0]}x{size[1]} (once)", t_costs),
+            (f"search: uniform ratio for -{target:.0%} FLOPs -> {ratio:g} ({got:.1%})",
+             t_search),
+            ("choose channels (l1_norm)", t_plan), ("cut the model", t_apply),
+            ("prune with given ratios (trace + sizes + choose + cut)", given),
+            ("--target_ratio: the same + search", given + t_search)]
+    return rows, ratio, names
+
+
+def old_path(cfg, names, ratio, target):
+    from ppdet.engine.builder import build_model, image_size_for
+    from ppdet.slim import ratios as rsearch
+    from ppdet.slim.prune_plan import prune_model
+    from ppdet.slim.pruner import FilterPruner, model_flops
+    size = image_size_for(cfg, "eval")
+    model = build_model(cfg)
+    model.eval()
+    t_trace, pruner = _timed(lambda: FilterPruner(model))
+    t_search, (r, got) = _timed(lambda: rsearch.uniform_ratio_for_flops(
+        model, names, target, size, pruner=pruner))
+    t_flops, _ = _timed(lambda: model_flops(model, size))
+    t_prune, _ = _timed(lambda: prune_model(model, {n: ratio for n in names}, pruner=pruner))
+    given = t_trace + 2 * t_flops + t_prune
+    return [("old: FilterPruner (trace)", t_trace),
+            (f"old: search -> {r:g} ({got:.1%}), prune+re-trace+restore per step", t_search),
+            ("old: one model_flops (re-trace)", t_flops), ("old: prune", t_prune),
+            ("old: prune with given ratios (trace + 2 FLOPs counts + prune)", given),
+            ("old: --target_ratio: the same + search", given + t_search)]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-c", "--config", default="configs/yolov3_mobilenet_v1_voc.yml")
+    parser.add_argument("--params", default="yolo_block", help="prune groups whose name "
+                        "contains this (default: every head conv)")
+    parser.add_argument("--target", type=float, default=0.5)
+    parser.add_argument("--old", action="store_true", help="also time the old path")
+    args = parser.parse_args()
+    from ppdet.core.config import load_config
+    cfg = load_config(os.path.join(ROOT, args.config))
+    rows, ratio, names = graph_path(cfg, args.params, args.target)
+    if args.old:
+        rows += old_path(cfg, names, ratio, args.target)
+    print(f"{args.config}, {len(names)} convs matching '{args.params}', random weights, "
+          f"{os.cpu_count()} CPUs")
+    print("| step | seconds |\n|---|---|")
+    for label, t in rows:
+        print(f"| {label} | {t:.2f} |")
+    given = dict(rows)["prune with given ratios (trace + sizes + choose + cut)"]
+    search = dict(rows)["--target_ratio: the same + search"]
+    print(f"\n--target_ratio / given ratios: {search / given:.2f}x")
+    if args.old:
+        old = dict(rows)
+        print(f"old --target_ratio / old given ratios: "
+              f"{old['old: --target_ratio: the same + search'] / old['old: prune with given ratios (trace + 2 FLOPs counts + prune)']:.2f}x")  # noqa: E501
+
+
+if __name__ == "__main__":
+    main()

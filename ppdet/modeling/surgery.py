@@ -1,0 +1,101 @@
+"""Layer surgery: cut a layer's channels to kept indices, remove residual blocks, replay a
+saved plan keyed by layer path. Knows layers, not pruning graphs (``ppdet.slim.plan``
+decides what to cut; checkpoints replay it here without tracing anything).
+
+A layer plan is ``{layer path: {"out": kept output channels, "in": kept input channels}}``
+(``in`` only for convs; for a depthwise conv only ``out``).
+"""
+import numpy as np
+import paddle
+
+__all__ = ["set_tensor", "slice_layer", "replay", "layer_tensors", "remove_layers",
+           "find_layer"]
+
+
+def set_tensor(tensor, array):
+    """Give ``tensor`` new data of any shape, keeping the object (optimizers hold it)."""
+    inner = tensor.value().get_tensor()
+    where = inner._place()
+    place = paddle.CPUPlace() if where.is_cpu_place() else \
+        paddle.CUDAPlace(where.gpu_device_id())
+    inner.set(np.ascontiguousarray(array, dtype=np.asarray(array).dtype), place)
+
+
+def layer_tensors(layer):
+    """``{attr: tensor}`` of a layer's own parameters and buffers."""
+    out = {k: v for k, v in layer._parameters.items() if v is not None}
+    out.update({k: v for k, v in layer._buffers.items() if v is not None})
+    return out
+
+
+def _is_bn(layer):
+    return isinstance(layer, (paddle.nn.BatchNorm, paddle.nn.BatchNorm2D))
+
+
+def slice_layer(layer, out=None, in_=None):
+    """Keep output channels ``out`` and input channels ``in_`` (indices) of a Conv2D or
+    BatchNorm, in place. Conv attributes follow (a depthwise conv stays depthwise)."""
+    if isinstance(layer, paddle.nn.Conv2D):
+        depthwise = layer._groups > 1 and layer.weight.shape[1] == 1
+        w = layer.weight.numpy()
+        if out is not None:
+            w = np.take(w, out, axis=0)
+            if layer.bias is not None:
+                set_tensor(layer.bias, np.take(layer.bias.numpy(), out, axis=0))
+        if in_ is not None and not depthwise:
+            if layer._groups != 1:
+                raise ValueError("cannot cut the input channels of a grouped conv")
+            w = np.take(w, in_, axis=1)
+        set_tensor(layer.weight, w)
+        out_c, in_g = layer.weight.shape[:2]
+        if depthwise:
+            layer._groups = out_c
+            layer._in_channels = out_c
+        else:
+            layer._in_channels = in_g * layer._groups
+        layer._out_channels = out_c
+    elif _is_bn(layer):
+        if out is not None:
+            for t in layer_tensors(layer).values():
+                set_tensor(t, np.take(t.numpy(), out, axis=0))
+    else:
+        raise ValueError(f"cannot cut channels of a {type(layer).__name__}")
+
+
+def find_layer(model, path):
+    layer = model
+    for part in path.split("."):
+        subs = layer._sub_layers
+        if part not in subs:
+            raise KeyError(path)
+        layer = subs[part]
+    return layer
+
+
+def replay(model, layer_plan):
+    """Cut every layer named in ``layer_plan`` (values are then loaded from weights)."""
+    for path, cut in layer_plan.items():
+        try:
+            layer = find_layer(model, path)
+        except KeyError:
+            raise ValueError(f"it cuts layer '{path}', which this model lacks: wrong config "
+                             f"for these weights?") from None
+        slice_layer(layer, out=cut.get("out"), in_=cut.get("in"))
+    return model
+
+
+def remove_layers(model, paths):
+    """Replace the sublayers at ``paths`` with identities (a residual block then passes its
+    input through). Recorded on ``model.removed_layers`` for checkpoints."""
+    for path in paths:
+        parent_path, _, last = path.rpartition(".")
+        try:
+            parent = find_layer(model, parent_path) if parent_path else model
+        except KeyError:
+            parent = None
+        if parent is None or last not in parent._sub_layers:
+            raise ValueError(f"it removes layer '{path}', which this model lacks: "
+                             f"wrong config for these weights?")
+        parent._sub_layers[last] = paddle.nn.Identity()
+    model.removed_layers = list(getattr(model, "removed_layers", [])) + list(paths)
+    return model
