@@ -1,5 +1,6 @@
 """The one evaluation loop: model + loader -> detections -> metric."""
 import os
+import sys
 
 import numpy as np
 import paddle
@@ -45,7 +46,9 @@ def predict_batches(model, loader, progress=False, desc="eval"):
     """Yield ``{'bbox', 'bbox_num', 'im_id', ...}`` numpy outputs batch by batch."""
     model.eval()
     with paddle.no_grad():
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        # a progress bar only on a terminal: redirected to a file it is hundreds of lines
+        bar = progress and sys.stderr.isatty()
+        for batch in tqdm(loader, desc=desc, disable=not bar, leave=False):
             out = model(to_tensors(batch))
             bbox, num = normalise_output(out["bbox"].numpy(), out["bbox_num"].numpy())
             yield {"bbox": bbox, "bbox_num": num, "im_id": np.asarray(batch["im_id"]),

@@ -160,7 +160,7 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
             pax.set_ylabel("loss", fontsize=8)
         if k // pcols == prows - 1 or k + pcols >= n_panels:
             pax.set_xlabel("share of filters pruned", fontsize=8)
-        pax.legend(fontsize=5.5, loc="upper left", frameon=False, ncol=1 + len(group) // 6)
+        pax.legend(fontsize=5.5, loc="best", framealpha=0.6, ncol=1 + len(group) // 6)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
