@@ -14,7 +14,16 @@ from ppdet.slim import compat, search
 from ppdet.slim import graph as graph_mod
 from ppdet.slim.criteria import kept_channels
 from ppdet.slim.graph import PruneGraph
-from ppdet.slim.plan import ChannelPlan, Costs, apply_plan, layer_plan, make_plan, masked, masks
+from ppdet.slim.plan import (
+    ChannelPlan,
+    Costs,
+    apply_plan,
+    count_flops,
+    layer_plan,
+    make_plan,
+    masked,
+    masks,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"v1": "configs/shapes/yolov3_mobilenet_v1_shapes.yml",
@@ -95,6 +104,7 @@ def _check(kind, ratios, expect_consumer_cut=()):
         assert flops_plan == int(compat.dygraph_flops(graph_mod._RawOutputs(model),
                                                       [1, 3, *SIZE]))
         assert params_plan == sum(int(np.prod(p.shape)) for p in model.parameters())
+        assert count_flops(model, SIZE) == flops_plan     # the cut model, counted as it is
     finally:
         applied.restore()
     assert {p.name: list(p.shape) for p in model.parameters()} == shapes
@@ -224,6 +234,7 @@ def test_layer_plan_replays_on_a_fresh_model():
         want = _outputs(model, x)
         state = {k: v.numpy() for k, v in model.state_dict().items()}
         cuts = layer_plan(graph, saved)
+        assert model.channel_cuts == cuts
         fresh = _model("v2", seed=5)
         surgery.replay(fresh, cuts)
         fresh.set_state_dict(state)

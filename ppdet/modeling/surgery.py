@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 
 __all__ = ["set_tensor", "slice_layer", "replay", "layer_tensors", "remove_layers",
-           "find_layer"]
+           "find_layer", "compose", "live_cuts"]
 
 
 def set_tensor(tensor, array):
@@ -81,7 +81,32 @@ def replay(model, layer_plan):
             raise ValueError(f"it cuts layer '{path}', which this model lacks: wrong config "
                              f"for these weights?") from None
         slice_layer(layer, out=cut.get("out"), in_=cut.get("in"))
+    model.channel_cuts = compose(getattr(model, "channel_cuts", None), layer_plan)
     return model
+
+
+def live_cuts(model):
+    """``model.channel_cuts`` without the layers removed since (what a checkpoint stores)."""
+    out = {}
+    for path, cut in (getattr(model, "channel_cuts", None) or {}).items():
+        try:
+            find_layer(model, path)
+        except KeyError:
+            continue
+        out[path] = cut
+    return out
+
+
+def compose(first, then):
+    """The layer plan that cuts as ``first`` followed by ``then`` (indices of ``then`` count
+    the channels ``first`` left), relative to the uncut model."""
+    out = {k: dict(v) for k, v in (first or {}).items()}
+    for path, cut in (then or {}).items():
+        done = out.setdefault(path, {})
+        for side, kept in cut.items():
+            done[side] = [int(i) for i in (np.asarray(done[side])[np.asarray(kept, "int64")]
+                                           if side in done else kept)]
+    return out
 
 
 def remove_layers(model, paths):

@@ -86,6 +86,11 @@ class ConvEntry:
     reason: str = ""         # why it cannot be named for pruning, when it cannot
 
 
+def _signature(model):
+    return (tuple((p.name, tuple(p.shape)) for p in model.parameters()),
+            tuple(getattr(model, "removed_layers", [])))
+
+
 def _channel_map(size, transforms, length):
     """Positions along a member axis -> master channel (-1 where none), from transforms."""
     ids = np.arange(size)
@@ -117,6 +122,8 @@ class PruneGraph:
     def __init__(self, model, trace_size=TRACE_SIZE):
         self.model = model
         self.applied = None                      # the plan applied through this graph
+        self.signature = _signature(model)
+        self.base_cuts = dict(getattr(model, "channel_cuts", None) or {})  # earlier pruning
         self.paths = {id(m): p for p, m in model.named_sublayers()}
         self.layers = dict(model.named_sublayers())
         self.tensors = {}                        # name -> (layer path, attr, tensor)
@@ -234,6 +241,18 @@ class PruneGraph:
                 self.model.train()
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         return {seen[id(o)] for o in outs if id(o) in seen}
+
+    @classmethod
+    def of(cls, model):
+        """The graph of ``model``, traced on first use and kept on the model until its
+        structure changes (a plan applied through the cached graph keeps it)."""
+        cached = getattr(model, "_ppdet_prune_graph", None)
+        if cached is not None and (cached.applied is not None or
+                                   cached.signature == _signature(model)):
+            return cached
+        graph = cls(model)
+        model._ppdet_prune_graph = graph
+        return graph
 
     # --- look-ups -----------------------------------------------------------------------
     def group(self, key_or_name):

@@ -20,7 +20,8 @@ from ppdet.modeling import surgery
 from ppdet.slim import criteria as crit
 
 __all__ = ["ChannelPlan", "make_plan", "layer_plan", "apply_plan", "Applied", "Costs",
-           "removed_for_ratios", "masks", "mask_units", "masked"]
+           "removed_for_ratios", "count_flops", "count_params", "masks", "mask_units",
+           "masked"]
 
 _COUNTED_ACTS = ("relu", "relu6", "sigmoid")
 
@@ -96,6 +97,7 @@ class Applied:
             for k, v in attrs.items():
                 setattr(layer, k, v)
         self._backup = {}
+        self.graph.model.channel_cuts = dict(self.graph.base_cuts)
         if self.graph.applied is self:
             self.graph.applied = None
 
@@ -121,6 +123,7 @@ def apply_plan(graph, plan, keep_backup=True):
                                                             "_out_channels")
                              if hasattr(layer, k)})
         surgery.slice_layer(layer, out=cut.get("out"), in_=cut.get("in"))
+    graph.model.channel_cuts = surgery.compose(graph.base_cuts, cuts)
     applied = Applied(graph, plan, backup)
     graph.applied = applied if keep_backup else None
     return applied
@@ -145,19 +148,24 @@ class Costs:
     """
 
     def __init__(self, graph, image_size):
-        self.graph = graph
+        if isinstance(graph, paddle.nn.Layer):       # a model as it is: no plans to count
+            self.graph, self.model, self.groups = None, graph, []
+            self.layers = dict(graph.named_sublayers())
+        else:
+            self.graph, self.model, self.groups = graph, graph.model, graph.groups
+            self.layers = graph.layers
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self._cover = {}                       # (tensor name, axis) -> [(group key, mult)]
-        for g in graph.groups:
+        for g in self.groups:
             for m in g.members:
                 self._cover.setdefault((m.tensor, m.axis), []).append(
                     (g.key, _multiplicity(m)))
-        self.params = [(t.name, list(t.shape)) for t in graph.model.parameters()]
+        self.params = [(t.name, list(t.shape)) for t in self.model.parameters()]
         self._terms = self._record()
 
     def _record(self):
-        model, sizes, hooks = self.graph.model, {}, []
-        for path, layer in self.graph.layers.items():
+        model, sizes, hooks = self.model, {}, []
+        for path, layer in self.layers.items():
             if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.BatchNorm, paddle.nn.BatchNorm2D)):
                 def hook(lyr, inputs, output, _path=path):
                     sizes[_path] = (int(output.shape[2]), int(output.shape[3]))
@@ -174,10 +182,10 @@ class Costs:
                 model.train()
         terms = []
         for path, (h, w) in sizes.items():
-            layer = self.graph.layers[path]
+            layer = self.layers[path]
             if isinstance(layer, paddle.nn.Conv2D):
                 kh, kw = layer._kernel_size
-                parent = self.graph.layers.get(path.rpartition(".")[0]) if "." in path else None
+                parent = self.layers.get(path.rpartition(".")[0]) if "." in path else None
                 act = getattr(parent, "act", None) if getattr(parent, "conv", None) is layer \
                     else None
                 terms.append(("conv", layer.weight.name, h * w, kh * kw,
@@ -225,6 +233,15 @@ class Costs:
                 n *= count(name, axis, size)
             total += n
         return int(total)
+
+
+def count_flops(model, image_size):
+    """FLOPs of ``model`` as it is now (paddleslim's count, batch 1), without tracing."""
+    return Costs(model, image_size).flops()
+
+
+def count_params(model):
+    return int(sum(np.prod(p.shape) for p in model.parameters()))
 
 
 def removed_for_ratios(graph, ratios):
