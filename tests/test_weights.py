@@ -18,6 +18,7 @@ from ppdet.engine import checkpoint as ckpt
 from ppdet.engine import weights as W
 from ppdet.engine.builder import build_model
 from ppdet.engine.trainer import load_pretrain
+from ppdet.modeling.heads.ssd_head import make_priors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "weights")
@@ -316,6 +317,110 @@ def test_det2x_ssd_reproduces_paddledetection_outputs_and_priors():
         conf = ref[f"out{i + n}"].reshape(2, k, c, h, w)[:, order][:, :, [c - 1] +
                                                                    list(range(c - 1))]
         assert np.abs(outs[i + n] - conf.reshape(outs[i + n].shape)).max() < 1e-5
+
+
+def _paddledet_static_ssd_names(model):
+    """Our key -> the name PaddleDetection 0.4/0.5 (static era) gave the same variable, derived
+    the way that era derived it, independently of ppdet.engine.weights: MobileNet named each
+    conv+BN after its block (conv1, conv2_1_dw / _sep .. conv6_sep, conv7_{j}_extra1 / 2);
+    MultiBoxHead's fluid.layers.multi_box_head left its convs unnamed, so Paddle called them
+    conv2d_{n} in creation order: one loc then one conf conv per level, n continuing the count
+    of the backbone's regular convs (conv1, the 13 pointwise, 2 per extra block; depthwise
+    convs are counted as depthwise_conv2d)."""
+    blocks = ["conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2"] + \
+        [f"conv5_{i}" for i in range(1, 7)] + ["conv6"]
+    layers = [("backbone.conv1", "conv1")]
+    for i, b in enumerate(blocks):
+        layers += [(f"backbone.blocks.{i}.dw", f"{b}_dw"), (f"backbone.blocks.{i}.pw", f"{b}_sep")]
+    extras = len(model.backbone.extras)
+    for j in range(extras):
+        layers += [(f"backbone.extras.{j}.squeeze", f"conv7_{j + 1}_extra1"),
+                   (f"backbone.extras.{j}.down", f"conv7_{j + 1}_extra2")]
+    out = {}
+    for ours, name in layers:
+        out[f"{ours}.conv.weight"] = f"{name}_weights"
+        for p, s in (("weight", "scale"), ("bias", "offset"), ("_mean", "mean"),
+                     ("_variance", "variance")):
+            out[f"{ours}.bn.{p}"] = f"{name}_bn_{s}"
+    n = 1 + len(blocks) + 2 * extras                  # regular convs before the head
+    for i in range(len(model.ssd_head.loc_convs)):
+        for k, convs in enumerate(("loc_convs", "conf_convs")):
+            for p, s in (("weight", "w_0"), ("bias", "b_0")):
+                out[f"ssd_head.{convs}.{i}.{p}"] = f"conv2d_{n + 2 * i + k}.{s}"
+    return out
+
+
+def test_static_era_paddledetection_ssd_folder_loads_with_the_same_outputs(tmp_path, capsys):
+    """A static-era ssd_mobilenet_v1 folder (the names above, the head's channels in that
+    era's prior order: min, ratios.., max; background class first) converted by the tool gives
+    our SSD the source's backbone and, per prior, the loc / conf outputs that the static-era
+    head computes (1x1 convs, priors from Paddle's own prior_box with
+    min_max_aspect_ratios_order false, as MultiBoxHead used it)."""
+    src = _random_model(SSD2X_CFG, seed=5)
+    head = src.ssd_head
+    spec = load_config(SSD2X_CFG)["SSDHead"]
+    max_sizes = [m[0] if isinstance(m, list) and m else (m or None) for m in spec["max_sizes"]]
+    names = _paddledet_static_ssd_names(src)
+    own = src.state_dict()
+    assert sorted(names) == sorted(own)
+    assert names["ssd_head.loc_convs.0.weight"] == "conv2d_18.w_0"     # 1 + 13 + 2 * 2
+    assert names["ssd_head.conf_convs.0.weight"] == "conv2d_19.w_0"
+    static = {}
+    for key, name in names.items():
+        arr = own[key].numpy()
+        m = key.startswith("ssd_head.") and int(key.split(".")[2])
+        if key.startswith("ssd_head."):           # ours (min, max, ratios..) -> theirs
+            k = len(head.prior_shapes[m])
+            order = [0] + list(range(2, k)) + [1] if max_sizes[m] else list(range(k))
+            per = arr.shape[0] // k
+            arr = arr.reshape(k, per, *arr.shape[1:])[order].reshape(arr.shape)
+        static[name] = arr
+    folder = tmp_path / "ssd_mobilenet_v1_voc"
+    folder.mkdir()
+    for name, arr in static.items():
+        t = core.DenseTensor()
+        t.set(arr, paddle.CPUPlace())
+        core.save_dense_tensor(t, str(folder / name))
+    out_file = str(tmp_path / "converted.pdparams")
+    convert = _tool("tools/convert_weights.py", "convert_tool")
+    convert([str(folder), "-c", SSD2X_CFG, "--output", out_file])
+    table = capsys.readouterr().out
+    assert f"loaded {len(own)}, shape mismatch 0, missing 0, skipped 0" in table
+    model = build_model(load_config(SSD2X_CFG))
+    ckpt.load_weights(model, out_file)
+    model.eval()
+    image = paddle.to_tensor(np.random.RandomState(1).rand(2, 3, 160, 160).astype("float32"))
+    with paddle.no_grad():
+        feats = src.backbone(image)
+        for a, b in zip(feats, model.backbone(image)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        outs = [o.numpy() for o in model.ssd_head(feats)]
+        n = len(head.loc_convs)
+        for i, feat in enumerate(feats):
+            h, w = feat.shape[2:]
+            theirs = []
+            for part, c in (("loc", 4), ("conf", head.num_classes + 1)):
+                conv = names[f"ssd_head.{part}_convs.{i}.weight"][:-len(".w_0")]
+                y = paddle.nn.functional.conv2d(feat, paddle.to_tensor(static[conv + ".w_0"]),
+                                                paddle.to_tensor(static[conv + ".b_0"]))
+                theirs.append(y.numpy().transpose(0, 2, 3, 1).reshape(2, -1, c))
+            mx = max_sizes[i]
+            box, _ = paddle.vision.ops.prior_box(
+                feat, image, min_sizes=[float(spec["min_sizes"][i])],
+                max_sizes=[float(mx)] if mx else None,
+                aspect_ratios=[float(a) for a in spec["aspect_ratios"][i]], flip=True,
+                clip=True, offset=0.5,
+                min_max_aspect_ratios_order=False)
+            ours = [o.transpose(0, 2, 3, 1).reshape(2, h * w * len(head.prior_shapes[i]), -1)
+                    for o in (outs[i], outs[i + n])]
+            mine = make_priors([(h, w)], [head.prior_shapes[i]], head.base_size)
+            for b in range(2):     # the same (prior, loc, conf) rows, in any order
+                rows_t = np.concatenate([box.numpy().reshape(-1, 4), theirs[0][b],
+                                         theirs[1][b]], 1)
+                rows_o = np.concatenate([mine, ours[0][b], ours[1][b]], 1)
+                rows_t = rows_t[np.lexsort(np.round(rows_t, 4).T[::-1])]
+                rows_o = rows_o[np.lexsort(np.round(rows_o, 4).T[::-1])]
+                np.testing.assert_allclose(rows_o, rows_t, atol=1e-5)
 
 
 # --- PaddleClas backbones and transfer ----------------------------------------------------

@@ -22,8 +22,12 @@ unpacked folder (same base name).
 Every foreign key is first translated to the static-era variable name (the names this
 toolkit's YOLOv3 / MobileNet parameters already have), then to the model's structured key.
 The SSD model keeps the fluid demo's automatic names, so the static-era / 2.x SSD names are
-mapped onto its layers by structure, and 2.x SSD head channels are reordered (2.x puts the
-max-size prior last and the background class last; this toolkit puts both first).
+mapped onto its layers by structure (the static-era head's automatic ``conv2d_{n}`` names by
+creation order, see ``_paddledet_ssd_head``), and PaddleDetection SSD head channels are
+reordered (both eras put the max-size prior last, 2.x also the background class last; this
+toolkit puts both first). PaddleDetection's SSD also has 1x1 head convs and relu6 in the
+extra blocks: a config that loads its weights sets ``SSDHead.kernel_size: 1`` and
+``MobileNetV1SSD.extra_act: relu6``.
 """
 import contextlib
 import hashlib
@@ -471,9 +475,39 @@ def _ssd_aliases(model):
     return out
 
 
-def _ssd_reorder(model, key, arr):
-    """2.x SSD head -> ours: priors (min, ratios.., max) -> (min, max, ratios..) and, for
-    scores, classes (c.., background) -> (background, c..)."""
+def _paddledet_ssd_head(model, source):
+    """PaddleDetection's static-era SSD head names -> our head keys, or {}.
+
+    Its MobileNet names every backbone variable (``conv1_weights``, ``conv2_1_dw_weights``,
+    ``conv7_1_extra1_weights``), but ``MultiBoxHead`` calls ``fluid.layers.multi_box_head``,
+    which creates one loc conv then one conf conv per level with no names: Paddle numbers
+    them ``conv2d_{n}.w_0`` / ``.b_0`` by creation order, continuing the count of the
+    backbone's regular convs (depthwise ones count as ``depthwise_conv2d``), so the head is
+    the only ``conv2d_*`` in such weights: loc of level i = the (2i)-th, conf = the (2i+1)-th
+    (``conv2d_22`` .. ``conv2d_33`` for ssd_mobilenet_v1_voc)."""
+    if source.kind not in ("static", "names"):
+        return {}
+    keys = source.tensors.keys()
+    if not any(k == "conv1_weights" or k.endswith(("_dw_weights", "_extra1_weights"))
+               for k in keys):
+        return {}              # this toolkit's own fluid-demo names: they load by name
+    numbers = sorted(int(m[1]) for k in keys for m in [re.match(r"^conv2d_(\d+)\.w_0$", k)]
+                     if m)
+    head = model.ssd_head
+    if len(numbers) != 2 * len(head.loc_convs):
+        return {}              # not that layout: the head stays missing (reported)
+    out = {}
+    for i in range(len(head.loc_convs)):
+        for convs, n in (("loc_convs", numbers[2 * i]), ("conf_convs", numbers[2 * i + 1])):
+            out[f"conv2d_{n}.w_0"] = f"ssd_head.{convs}.{i}.weight"
+            out[f"conv2d_{n}.b_0"] = f"ssd_head.{convs}.{i}.bias"
+    return out
+
+
+def _ssd_reorder(model, key, arr, background_last=True):
+    """PaddleDetection SSD head -> ours: priors (min, ratios.., max) -> (min, max, ratios..)
+    (its ``min_max_aspect_ratios_order: false``, static era and 2.x) and, for 2.x scores,
+    classes (c.., background) -> (background, c..); the static era put background first."""
     m = re.match(r"^ssd_head\.(loc|conf)_convs\.(\d+)\.", key)
     head = model.ssd_head
     shapes = head.prior_shapes[int(m[2])]
@@ -483,7 +517,8 @@ def _ssd_reorder(model, key, arr):
     per = 4 if m[1] == "loc" else head.num_classes + 1
     if arr.shape[0] != n * per:
         return arr                       # wrong shape: reported as a mismatch later
-    class_order = list(range(per)) if m[1] == "loc" else [per - 1] + list(range(per - 1))
+    class_order = [per - 1] + list(range(per - 1)) if m[1] == "conf" and background_last \
+        else list(range(per))
     index = [p * per + c for p in prior_order for c in class_order]
     return arr[index]
 
@@ -525,8 +560,10 @@ def match_weights(model, source):
     is_ssd = hasattr(model, "ssd_head")
     by_name = {v.name: k for k, v in own.items()}
     aliases = dict(by_name)
+    static_head = _paddledet_ssd_head(model, source) if is_ssd else {}
     if is_ssd:
         aliases.update(_ssd_aliases(model))
+        aliases.update(static_head)
     translate = {"det2x": _det2x_name, "clas2x": _clas2x_name}.get(source.kind)
     result = Match(source)
     claimed = {}
@@ -544,6 +581,8 @@ def match_weights(model, source):
         arr = _as_array(value)
         if is_ssd and source.kind == "det2x" and mkey.startswith("ssd_head."):
             arr = _ssd_reorder(model, mkey, arr)
+        elif canonical in static_head:
+            arr = _ssd_reorder(model, mkey, arr, background_last=False)
         ours = list(own[mkey].shape)
         if list(arr.shape) != ours:
             result.mismatched.append((mkey, skey, list(arr.shape), ours))

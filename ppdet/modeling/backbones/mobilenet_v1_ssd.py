@@ -63,10 +63,10 @@ class _Separable(nn.Layer):
 class _ExtraBlock(nn.Layer):
     """1x1 conv (squeeze) then 3x3 stride-2 conv: halves the map for the next SSD level."""
 
-    def __init__(self, in_c, mid_c, out_c):
+    def __init__(self, in_c, mid_c, out_c, act="relu"):
         super().__init__()
-        self.squeeze = FluidConvBN(in_c, mid_c, 1)
-        self.down = FluidConvBN(mid_c, out_c, 3, stride=2)
+        self.squeeze = FluidConvBN(in_c, mid_c, 1, act=act)
+        self.down = FluidConvBN(mid_c, out_c, 3, stride=2, act=act)
 
     def forward(self, x):
         return self.down(self.squeeze(x))
@@ -80,11 +80,13 @@ class MobileNetV1SSD(nn.Layer):
     ``extra_block_filters``: [1x1 filters, 3x3 filters] per extra block, used as given
     (not multiplied by ``scale``: write scaled values in a config for a narrow model).
     Small objects want a stride-8 map too: ``feature_maps: [conv4_1, conv5_5, conv6]``.
+    ``extra_act``: the extra blocks' activation; PaddleDetection's MobileNet-SSD (static era
+    and 2.x) uses ``relu6`` there, so set it to run PaddleDetection's weights exactly.
     """
 
     def __init__(self, scale=1.0, extra_block_filters=((256, 512), (128, 256), (128, 256),
                                                         (64, 128)),
-                 feature_maps=("conv5_5", "conv6")):
+                 feature_maps=("conv5_5", "conv6"), extra_act="relu"):
         super().__init__()
         c = lambda n: max(int(n * scale), 1)
         self.conv1 = FluidConvBN(3, c(32), 3, stride=2)
@@ -105,7 +107,7 @@ class MobileNetV1SSD(nn.Layer):
                 self.out_channels.append(in_c)
         self.extras = nn.LayerList()
         for mid, out in extra_block_filters:
-            self.extras.append(_ExtraBlock(in_c, int(mid), int(out)))
+            self.extras.append(_ExtraBlock(in_c, int(mid), int(out), act=extra_act))
             in_c = int(out)
             self.out_channels.append(in_c)
 
