@@ -389,6 +389,12 @@ def test_static_era_paddledetection_ssd_folder_loads_with_the_same_outputs(tmp_p
     model = build_model(load_config(SSD2X_CFG))
     ckpt.load_weights(model, out_file)
     model.eval()
+    # 0.3-0.5 training outputs: the same names in one fluid.save .pdparams
+    by_names = build_model(load_config(SSD2X_CFG))
+    paddle.save(static, str(tmp_path / "model_final.pdparams"))
+    assert ckpt.load_weights(by_names, str(tmp_path / "model_final")) == \
+        {"source_format": "names"}
+    _same_params(model, by_names)
     image = paddle.to_tensor(np.random.RandomState(1).rand(2, 3, 160, 160).astype("float32"))
     with paddle.no_grad():
         feats = src.backbone(image)
