@@ -73,6 +73,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.best_map = -1.0
         self.history = []
+        self.written = []           # checkpoint names this run saved, for the final report
         self._eval = None
         self.net = self.model   # wrapped for data parallelism in train(), after any resume
 
@@ -101,6 +102,8 @@ class Trainer:
         if self.rank != 0:
             return
         path = os.path.join(self.save_dir, name)
+        if name not in self.written:
+            self.written.append(name)
         ckpt.save_checkpoint(self.model, path, self.optimizer, epoch=epoch,
                              plan=ckpt.channel_plan(self.model))
 
@@ -168,14 +171,11 @@ class Trainer:
 
     def report_saved(self, epochs, snapshot, validate):
         """Say where the checkpoints went (the last thing a training run prints)."""
-        names = sorted((f for f in os.listdir(self.save_dir) if f.endswith(".pdparams")),
-                       key=lambda f: (not f[:-9].isdigit(), int(f[:-9]) if f[:-9].isdigit()
-                                      else 0, f))
-        snapshots = [f[:-9] for f in names if f[:-9].isdigit()]
+        snapshots = [n for n in self.written if n.isdigit()]
         print(f"checkpoints in {self.save_dir}/: model_final.pdparams (after epoch {epochs})"
-              + (", best_model.pdparams" if "best_model.pdparams" in names else "")
-              + (f", snapshots {', '.join(snapshots)} (named by epochs done, every "
-                 f"{snapshot})" if snapshots else "")
+              + (", best_model.pdparams" if "best_model" in self.written else "")
+              + (f", snapshots {', '.join(n + '.pdparams' for n in snapshots)} (named by "
+                 f"epochs done, every {snapshot})" if snapshots else "")
               + (", eval_history.json" if validate else ""))
 
     def _validate(self, epoch, ips):
