@@ -1,6 +1,7 @@
 """What a newcomer meets first: ratios paired as typed, warnings, numbering, plots."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -80,3 +81,38 @@ def test_sparsity_plot_from_old_and_new_logs(tmp_path):
         path = plot_sparsity(log, str(tmp_path / f"s{first}.png"))
         assert os.path.getsize(path) > 0
     json.dumps(log)
+
+
+def test_labels_stay_inside_the_image():
+    from ppdet.utils.visualize import _label_origin
+    for box in [(0, 0, 40, 30), (180, 2, 200, 40), (60, 185, 120, 191), (-5, -5, 10, 10)]:
+        x, y = _label_origin(box, (70, 14), (192, 192))
+        assert 0 <= x and x + 70 <= 192 and 0 <= y and y + 14 <= 192, box
+    assert _label_origin((50, 60, 90, 100), (30, 14), (192, 192)) == (50, 46)  # above the box
+
+
+def test_exports_of_a_pruned_run_go_to_its_own_folder():
+    from ppdet.utils.outputs import run_name
+    cfg = {"filename": "yolov3_mobilenet_v1_shapes"}
+    assert run_name(cfg, "output/yolov3_mobilenet_v1_shapes/model_final") == \
+        "yolov3_mobilenet_v1_shapes"
+    assert run_name(cfg, "output/yolov3_mobilenet_v1_shapes_pruned/model_final") == \
+        "yolov3_mobilenet_v1_shapes_pruned"
+    assert run_name(cfg, "/tmp/elsewhere/model_final") == "yolov3_mobilenet_v1_shapes"
+
+
+def test_training_log_in_a_file_counts_epochs_from_1(tmp_path, shapes_root):
+    r = subprocess.run([sys.executable, "tools/train.py", "-c", CFG, "--eval", "-o", "epoch=2",
+                        "snapshot_epoch=1", "TrainDataset.sample_num=16",
+                        "TrainReader.batch_size=8", "EvalDataset.sample_num=8",
+                        f"save_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    run = tmp_path / "yolov3_mobilenet_v1_shapes"
+    assert sorted(p.name for p in run.glob("[0-9]*.pdparams")) == ["1.pdparams", "2.pdparams"]
+    history = json.load(open(run / "eval_history.json"))
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert "\r" not in r.stderr and "epoch 1/2: mean loss" in r.stdout, r.stderr[-500:]
+    for mAP, epoch in re.findall(r"best mAP so far: ([\d.]+) \(epoch (\d+)\)", r.stdout):
+        assert abs(history[int(epoch) - 1]["mAP"] * 100 - float(mAP)) < 0.01  # log == history
+    assert r.stdout.strip().splitlines()[-1].startswith(f"checkpoints in {run}/")

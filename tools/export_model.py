@@ -1,7 +1,8 @@
 """Export a trained (or pruned) detector for Paddle Inference (an example script).
 
     python tools/export_model.py -c CFG -o weights=output/NAME/model_final --output_dir out
-writes out/<config name>/model.pdmodel, model.pdiparams and infer_cfg.yml.
+writes out/<run name>/model.pdmodel, model.pdiparams and infer_cfg.yml, where the run name
+is the weights' folder (NAME, NAME_pruned, ...), so exports of different runs never collide.
 """
 import os
 import sys
@@ -28,11 +29,13 @@ def main(argv=None):
     from ppdet.engine.builder import build_model, class_names_for
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.export import export_model
+    from ppdet.utils.outputs import run_name
     model = build_model(cfg)
-    load_weights(model, cfg.get("weights"))
+    meta = load_weights(model, cfg.get("weights"))
     names = class_names_for(cfg)
-    out = export_model(model, cfg, os.path.join(args.output_dir, cfg["filename"]), names)
-    print(f"exported to {out}")
+    folder = os.path.join(args.output_dir, run_name(cfg, cfg.get("weights"), meta))
+    out = export_model(model, cfg, folder, names)
+    print(f"exported to {out}/ (model.pdmodel, model.pdiparams, infer_cfg.yml)")
     return out
 
 

@@ -40,7 +40,8 @@ def main(argv=None):
     parser = ArgsParser(description=__doc__)
     parser.add_argument("--infer_img", default=None, help="one image")
     parser.add_argument("--infer_dir", default=None, help="a directory of images")
-    parser.add_argument("--output_dir", default="output", help="where drawn images go")
+    parser.add_argument("--output_dir", default="output",
+                        help="where drawn images go, under their own names (default output/)")
     parser.add_argument("--draw_threshold", type=float, default=0.5, help="score threshold")
     args = parser.parse_args(argv)
     check_conflicts(args, ("infer_img", "infer_dir"))
@@ -73,6 +74,7 @@ def main(argv=None):
         cv2.imwrite(out, drawn)
         kept = int(((bbox[:, 1] >= args.draw_threshold) & (bbox[:, 0] >= 0)).sum())
         print(f"{path}: {kept} detections -> {out}")
+    print(f"{len(files)} drawn image(s) written to {args.output_dir}/")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def main(argv=None):
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model_dir", required=True, help="directory written by export_model")
     parser.add_argument("--image_file", required=True, help="image to run on")
-    parser.add_argument("--output_dir", default="output", help="where the drawn image goes")
+    parser.add_argument("--output_dir", default=os.path.join("output", "deploy"),
+                        help="where the drawn image goes, under its own name (default "
+                             "output/deploy/, apart from tools/infer.py's output/)")
     parser.add_argument("--threshold", type=float, default=None, help="draw threshold "
                         "(default: infer_cfg.yml's draw_threshold)")
     parser.add_argument("--no_mkldnn", action="store_true", help="turn oneDNN off")
@@ -54,7 +56,7 @@ def main(argv=None):
     os.makedirs(args.output_dir, exist_ok=True)
     out = os.path.join(args.output_dir, os.path.basename(args.image_file))
     cv2.imwrite(out, draw_detections(bgr, bbox, names, threshold))
-    print(f"drawn image: {out}")
+    print(f"drawn image written to {out}")
 
 
 if __name__ == "__main__":

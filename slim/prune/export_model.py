@@ -3,7 +3,9 @@
     python slim/prune/export_model.py -c CFG -o weights=output/NAME_pruned/model_final \
         --output_dir output_inference
 
-The checkpoint's channel plan rebuilds the pruned shapes (no ratios needed). Prints every
+Writes OUTPUT_DIR/<run name>/ (NAME_pruned for output/NAME_pruned/model_final), so the
+pruned export never replaces the baseline's. The checkpoint's channel plan rebuilds the
+pruned shapes (no ratios needed). Prints every
 pruned parameter's shape, exports (paddle.jit.save + infer_cfg.yml), then checks that
 Paddle Inference with oneDNN gives the dygraph model's detections on sample images.
 """
@@ -37,16 +39,17 @@ def main(argv=None):
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.export import export_model, verify_export
     reference = {p.name: list(p.shape) for p in build_model(cfg).parameters()}
+    from ppdet.utils.outputs import run_name
     model = build_model(cfg)
-    load_weights(model, cfg.get("weights"))
+    meta = load_weights(model, cfg.get("weights"))
     pruned = [(p.name, reference[p.name], list(p.shape)) for p in model.parameters()
               if list(p.shape) != reference[p.name]]
     print(f"{len(pruned)} pruned parameters:" if pruned else "no pruned parameters")
     for name, before, after in pruned:
         print(f"  {name}: {before} -> {after}")
-    out = export_model(model, cfg, os.path.join(args.output_dir, cfg["filename"]),
-                       class_names_for(cfg))
-    print(f"exported to {out}")
+    folder = os.path.join(args.output_dir, run_name(cfg, cfg.get("weights"), meta))
+    out = export_model(model, cfg, folder, class_names_for(cfg))
+    print(f"exported to {out}/ (model.pdmodel, model.pdiparams, infer_cfg.yml)")
     if args.verify_images > 0:
         images = [r["im_file"] for r in build_dataset(cfg, "eval").records[:args.verify_images]]
         try:
