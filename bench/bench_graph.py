@@ -1,9 +1,9 @@
 """FLOPs-target search against pruning with given ratios, on the full-width YOLOv3 (random
-weights), same run. The graph path traces once and counts FLOPs arithmetically; the old
-path (``--old``, only while ``ppdet.slim.pruner`` exists) prunes, re-traces and restores at
-every bisection step.
+weights), same run. The graph traces once and counts FLOPs arithmetically. (The path it
+replaced, which pruned, re-traced and restored at every bisection step, was timed in the
+same process before it was removed: bench/RESULTS.md, issue 15.)
 
-    python bench/bench_graph.py [-c configs/yolov3_mobilenet_v1_voc.yml] [--old]
+    python bench/bench_graph.py [-c configs/yolov3_mobilenet_v1_voc.yml]
 """
 import argparse
 import os
@@ -47,43 +47,19 @@ def graph_path(cfg, pattern, target):
     return rows, ratio, names
 
 
-def old_path(cfg, names, ratio, target):
-    from ppdet.engine.builder import build_model, image_size_for
-    from ppdet.slim import ratios as rsearch
-    from ppdet.slim.prune_plan import prune_model
-    from ppdet.slim.pruner import FilterPruner, model_flops
-    size = image_size_for(cfg, "eval")
-    model = build_model(cfg)
-    model.eval()
-    t_trace, pruner = _timed(lambda: FilterPruner(model))
-    t_search, (r, got) = _timed(lambda: rsearch.uniform_ratio_for_flops(
-        model, names, target, size, pruner=pruner))
-    t_flops, _ = _timed(lambda: model_flops(model, size))
-    t_prune, _ = _timed(lambda: prune_model(model, {n: ratio for n in names}, pruner=pruner))
-    given = t_trace + 2 * t_flops + t_prune
-    return [("old: FilterPruner (trace)", t_trace),
-            (f"old: search -> {r:g} ({got:.1%}), prune+re-trace+restore per step", t_search),
-            ("old: one model_flops (re-trace)", t_flops), ("old: prune", t_prune),
-            ("old: prune with given ratios (trace + 2 FLOPs counts + prune)", given),
-            ("old: --target_ratio: the same + search", given + t_search)]
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-c", "--config", default="configs/yolov3_mobilenet_v1_voc.yml")
     parser.add_argument("--params", default="yolo_block", help="prune groups whose name "
                         "contains this (default: every head conv)")
     parser.add_argument("--target", type=float, default=0.5)
-    parser.add_argument("--old", action="store_true", help="also time the old path")
     args = parser.parse_args()
     from ppdet.core.config import load_config
     from ppdet.slim import compat
     cfg = load_config(os.path.join(ROOT, args.config))
-    t_import, _ = _timed(compat.import_paddleslim)     # once per process, for both paths
+    t_import, _ = _timed(compat.import_paddleslim)     # once per process, outside the rows
     print(f"import paddleslim: {t_import:.2f} s (not in the rows)")
     rows, ratio, names = graph_path(cfg, args.params, args.target)
-    if args.old:
-        rows += old_path(cfg, names, ratio, args.target)
     print(f"{args.config}, {len(names)} convs matching '{args.params}', random weights, "
           f"{os.cpu_count()} CPUs")
     print("| step | seconds |\n|---|---|")
@@ -92,10 +68,6 @@ def main():
     given = dict(rows)["prune with given ratios (trace + sizes + choose + cut)"]
     search = dict(rows)["--target_ratio: the same + search"]
     print(f"\n--target_ratio / given ratios: {search / given:.2f}x")
-    if args.old:
-        old = dict(rows)
-        print(f"old --target_ratio / old given ratios: "
-              f"{old['old: --target_ratio: the same + search'] / old['old: prune with given ratios (trace + 2 FLOPs counts + prune)']:.2f}x")  # noqa: E501
 
 
 if __name__ == "__main__":

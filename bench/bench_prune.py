@@ -8,7 +8,6 @@ Latency: Paddle Inference, CPU, batch 1, oneDNN, one thread; same machine, same 
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -26,16 +25,18 @@ def main():
     parser.add_argument("--lr", default="0.0006")
     args = parser.parse_args()
     from ppdet.core.config import load_config
+    from ppdet.slim import pipelines
     from ppdet.slim.report import model_row, report_table
     cfg = load_config(os.path.join(ROOT, CFG))
     rows = [("baseline", model_row(cfg, args.weights, tempfile.mkdtemp()))]
     for target in args.targets.split():
         save = os.path.join(ROOT, "output", "bench_prune", target)
-        subprocess.run([sys.executable, "slim/prune/prune.py", "-c", CFG, "-o",
-                        f"weights={args.weights}", f"save_dir={save}", f"epoch={args.epochs}",
-                        f"LearningRate.base_lr={args.lr}", "--sensitivities_file",
-                        args.sensitivities, "--target_flops", target], cwd=ROOT, check=True)
-        ckpt = os.path.join(save, "yolov3_mobilenet_v1_shapes_pruned")
+        result = pipelines.prune_and_finetune(
+            load_config(os.path.join(ROOT, CFG), [f"weights={args.weights}",
+                                                  f"save_dir={save}", f"epoch={args.epochs}",
+                                                  f"LearningRate.base_lr={args.lr}"]),
+            sensitivities_file=args.sensitivities, target_flops=float(target))
+        ckpt = result.save_dir
         rows.append((f"-{float(target):.0%} FLOPs, pruned",
                      model_row(cfg, os.path.join(ckpt, "pruned"), tempfile.mkdtemp())))
         rows.append((f"-{float(target):.0%} FLOPs, fine-tuned {args.epochs} epochs",

@@ -42,7 +42,8 @@ def main():
     from ppdet.engine.evaluate import evaluate
     from ppdet.slim import compat
     from ppdet.slim.fast_eval import MaskedEvaluator
-    from ppdet.slim.pruner import FilterPruner, RawOutputs
+    from ppdet.slim.graph import _RawOutputs as RawOutputs
+    from ppdet.slim.pruner import FilterPruner
     from ppdet.slim.sensitivity import (
         CachedEvaluator,
         EvalCache,

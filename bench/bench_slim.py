@@ -68,13 +68,15 @@ def main():
              *_schedule(args.sparse_epochs, args.sparse_lr), "--sr", "--s", str(args.s),
              "--prune", "1")
     slim_final = f"{out}/{NAME}_slim/model_final"
-    if not _done(slim_final):
-        _run("slim/prune/slim_prune.py", "-c", CFG, "-o", f"weights={sparse}", f"save_dir={out}",
-             *_schedule(args.finetune_epochs, args.finetune_lr),
-             "--global_percent", str(args.global_percent), "--layer_keep", str(args.layer_keep),
-             "--shortcuts", str(args.shortcuts), "--finetune")
-
     from ppdet.core.config import load_config
+    from ppdet.slim import pipelines
+    if not _done(slim_final):
+        pipelines.slim_and_finetune(
+            load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}",
+                                                  *_schedule(args.finetune_epochs,
+                                                             args.finetune_lr)]),
+            args.global_percent, args.layer_keep, args.shortcuts, finetune=True)
+
     from ppdet.slim.report import model_row, report_table, stage_table
     cfg = load_config(os.path.join(ROOT, CFG))
     row = lambda w: model_row(cfg, os.path.join(ROOT, w), tempfile.mkdtemp())  # noqa: E731
@@ -87,9 +89,11 @@ def main():
 
     l1_final = f"{out}/l1/{NAME}_pruned/model_final"
     if not _done(l1_final):
-        _run("slim/prune/prune.py", "-c", CFG, "-o", f"weights={sparse}",
-             f"save_dir={out}/l1", *_schedule(args.finetune_epochs, args.finetune_lr),
-             "--pruned_params", L1_PARAMS, "--target_ratio", f"{removed:.4f}")
+        pipelines.prune_and_finetune(
+            load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}/l1",
+                                                  *_schedule(args.finetune_epochs,
+                                                             args.finetune_lr)]),
+            pruned_params=L1_PARAMS, target_ratio=round(removed, 4))
     rows = [("baseline (normal training)", row(base)), *stages[:1],
             (f"slimming, fine-tuned {args.finetune_epochs} ep", stages[-1][1]),
             (f"L1-norm uniform, same FLOPs, fine-tuned {args.finetune_epochs} ep",

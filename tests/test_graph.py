@@ -242,3 +242,41 @@ def test_layer_plan_replays_on_a_fresh_model():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     finally:
         applied.restore()
+
+
+def test_checkpoint_stores_the_plan_and_old_shape_plans_still_load(tmp_path):
+    from ppdet.engine import checkpoint as ckpt
+    model, graph, x = _case("v1")
+    plan = make_plan(graph, {"yolo_transition.1.conv.weights": 0.5,
+                             "conv4_1_sep_weights": 0.25})
+    applied = apply_plan(graph, plan)
+    try:
+        want = _outputs(model, x)
+        path = str(tmp_path / "pruned")
+        ckpt.save_checkpoint(model, path)
+        meta = paddle.load(path + ".pdparams")[ckpt.META_KEY]
+        layers = meta["prune_plan"]["layers"]
+        g = graph.group("conv4_1_sep_weights")
+        assert layers[g.key]["out"] == [int(i) for i in plan[g.key]]   # kept per group
+        assert ckpt.is_reshaped(meta)
+        fresh = _model("v1", seed=7)
+        ckpt.load_weights(fresh, path)
+        for a, b in zip(_outputs(fresh, x), want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        # a checkpoint of the old format: {param: shape} only
+        state = paddle.load(path + ".pdparams")
+        state[ckpt.META_KEY] = {k: v for k, v in state[ckpt.META_KEY].items()
+                                if k != "prune_plan"}
+        state[ckpt.META_KEY]["channel_plan"] = ckpt.channel_plan(model)
+        paddle.save(state, str(tmp_path / "old.pdparams"))
+        old = _model("v1", seed=8)
+        ckpt.load_weights(old, str(tmp_path / "old"))
+        for a, b in zip(_outputs(old, x), want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        ckpt.save_checkpoint(old, str(tmp_path / "again"))   # cuts unknown: shapes saved
+        again = _model("v1", seed=9)
+        ckpt.load_weights(again, str(tmp_path / "again"))
+        for a, b in zip(_outputs(again, x), want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    finally:
+        applied.restore()

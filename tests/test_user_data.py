@@ -241,7 +241,7 @@ def _sensitive(argv):
 
 
 def test_coco_metric_sensitivity_fast_and_real_agree(quick, tmp_path, capsys):
-    from ppdet.slim.ratios import ratios_by_loss
+    from ppdet.slim.search import ratios_by_loss
     from ppdet.slim.sensitivity_store import load_sensitivities_file
     common = ["-c", quick["coco"], "-o", f"weights={quick['a']}", "-p", CONV,
               "-r", "0.3 0.6", "--eval_samples", "16"]

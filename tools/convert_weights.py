@@ -28,7 +28,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
 
-    from ppdet.engine.weights import convert_weights, format_table
+    from ppdet.engine.checkpoint import convert_weights
+    from ppdet.engine.weights import format_table
     model, match = convert_weights(args.src, cfg, args.output, allow_partial=args.partial)
     table = format_table(model, match)
     print(table.splitlines()[-1] if args.quiet else table)

@@ -1,12 +1,18 @@
 """One checkpoint format for every tool.
 
 ``<path>.pdparams``: the model's ``state_dict`` (structured keys, as PaddleDetection
-2.x), plus a reserved entry ``__ppdet_meta__`` with the channel plan (``{param.name:
-shape}`` of every parameter), the residual blocks removed by layer pruning, the shapes the
-config builds before any pruning (weights of another config are refused by them), and
-bookkeeping. A pruned checkpoint therefore rebuilds its own shapes and structure. ``<path>.pdopt``:
-optimizer + LR schedule state and the epoch, for exact resume. Writes are atomic.
+2.x), plus a reserved entry ``__ppdet_meta__`` with the replayable pruning plan
+(``prune_plan``: ``{"version": 1, "layers": {layer path: {"out": kept, "in": kept}}}``, the
+channels each pruned layer keeps, relative to the config's model; a pruning group's kept
+channels are its master conv's ``out``), the residual blocks removed by layer pruning, the
+shapes the config builds before any pruning (weights of another config are refused by
+them), and bookkeeping. Loading removes the blocks, then replays the plan through
+:mod:`ppdet.modeling.surgery`: a pruned checkpoint rebuilds its own shapes and structure.
+Checkpoints written before the plan existed carry ``channel_plan`` (``{param.name: shape}``)
+instead; they still load. ``<path>.pdopt``: optimizer + LR schedule state and the epoch,
+for exact resume. Writes are atomic.
 """
+import contextlib
 import io
 import os
 
@@ -15,11 +21,12 @@ import paddle
 
 from ppdet.engine import weights as weights_lib
 from ppdet.engine.weights import META_KEY, CheckpointError
+from ppdet.modeling import surgery
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
            "apply_channel_plan", "channel_plan", "load_resume", "check_same_config",
-           "is_reshaped", "ensure_outside", "META_KEY"]
+           "is_reshaped", "ensure_outside", "convert_weights", "prune_plan_of", "META_KEY"]
 
 
 def resolve_weights(path):
@@ -47,6 +54,14 @@ def channel_plan(model, reference_shapes=None):
     return plan
 
 
+def prune_plan_of(model):
+    """The replayable plan of ``model`` (None when its cuts are unknown: it was loaded from
+    a checkpoint that only had shapes)."""
+    if getattr(model, "_cuts_unknown", False):
+        return None
+    return {"version": 1, "layers": surgery.live_cuts(model)}
+
+
 def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=None):
     """Write ``path.pdparams`` (+ ``path.pdopt`` with the optimizer) atomically.
 
@@ -56,7 +71,10 @@ def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=No
     if paddle.distributed.get_rank() != 0:
         return
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("_backup")}
-    state[META_KEY] = {"channel_plan": plan or {}, "epoch": epoch,
+    cuts = prune_plan_of(model)
+    if cuts is None:                 # cuts unknown: the shapes let it load all the same
+        plan = plan or channel_plan(model)
+    state[META_KEY] = {"channel_plan": plan or {}, "prune_plan": cuts, "epoch": epoch,
                        "removed_layers": list(getattr(model, "removed_layers", [])),
                        "config_shapes": getattr(model, "config_shapes", None),
                        **(extra or {})}
@@ -143,13 +161,19 @@ def load_weights(model, weights, strict=True):
     check_same_config(model, meta, base + ".pdparams")
     removed = [p for p in meta.get("removed_layers") or []
                if p not in getattr(model, "removed_layers", [])]
-    if removed:                         # layer-pruned: drop the same blocks first
-        from ppdet.slim.slimming import remove_layers
-        try:
-            remove_layers(model, removed)
-        except ValueError as e:
-            raise CheckpointError(f"{base}.pdparams: {e}") from e
-    apply_channel_plan(model, meta.get("channel_plan"))
+    try:
+        if removed:                     # layer-pruned: drop the same blocks first
+            surgery.remove_layers(model, removed)
+        cuts = (meta.get("prune_plan") or {}).get("layers")
+        if cuts:                        # replay the channels kept, layer by layer
+            surgery.replay(model, cuts)
+        elif meta.get("prune_plan") is None and meta.get("channel_plan"):   # older files
+            before = {p.name: list(p.shape) for p in model.parameters()}
+            apply_channel_plan(model, meta["channel_plan"])
+            if any(list(p.shape) != before[p.name] for p in model.parameters()):
+                model._cuts_unknown = True
+    except ValueError as e:
+        raise CheckpointError(f"{base}.pdparams: {e}") from e
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own and not k.endswith("_backup")]
@@ -185,6 +209,8 @@ def load_resume(model, optimizer, checkpoint):
 
 def is_reshaped(meta):
     """Whether a checkpoint's meta describes a pruned or layer-pruned model."""
+    if ((meta.get("prune_plan") or {}).get("layers")):
+        return True
     plan, base = meta.get("channel_plan") or {}, meta.get("config_shapes") or {}
     return bool(meta.get("removed_layers")) or any(
         name in base and list(shape) != list(base[name]) for name, shape in plan.items())
@@ -199,3 +225,29 @@ def ensure_outside(weights, out_dir):
         raise CheckpointError(f"the weights {base}.pdparams lie in the output folder {out}, "
                               f"where this run saves its checkpoints: copy them elsewhere or "
                               f"pass -o save_dir=ANOTHER_DIR")
+
+
+def convert_weights(src, cfg, output, allow_partial=False):
+    """Read ``src`` in any recognised format, map it onto the model ``cfg`` builds, write it
+    as this toolkit's ``output`` (.pdparams). Strict unless ``allow_partial``: every model
+    tensor must come from ``src``. Returns (model, Match)."""
+    from ppdet.engine.builder import build_model
+    if not str(output).endswith(".pdparams"):
+        raise CheckpointError(f"--output must end in .pdparams (got {output})")
+    source = weights_lib.read_weights(src)
+    model = build_model(cfg)
+    if source.kind == "ppdet":
+        load_weights(model, source.path)
+        m = weights_lib.match_weights(model, source)
+    elif allow_partial:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            m = weights_lib.load_lenient(model, source)
+    else:
+        m = weights_lib.load_strict(model, source)
+    in_path = os.path.abspath(source.path)
+    out_path = os.path.abspath(output)
+    if in_path == out_path:
+        raise CheckpointError(f"--output {output} is the input file: pass another path")
+    save_checkpoint(model, out_path[:-len(".pdparams")], plan=channel_plan(model),
+                    extra={"converted_from": source.given, "source_format": source.kind})
+    return model, m

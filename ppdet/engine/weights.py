@@ -29,7 +29,6 @@ toolkit puts both first). PaddleDetection's SSD also has 1x1 head convs and relu
 extra blocks: a config that loads its weights sets ``SSDHead.kernel_size: 1`` and
 ``MobileNetV1SSD.extra_act: relu6``.
 """
-import contextlib
 import hashlib
 import os
 import re
@@ -43,7 +42,7 @@ import numpy as np
 
 __all__ = ["CheckpointError", "META_KEY", "Source", "Match", "locate", "read_weights",
            "read_dense_tensor", "match_weights", "load_strict", "load_lenient",
-           "convert_weights", "format_table", "digest_path", "paddle_weights_home",
+           "format_table", "digest_path", "paddle_weights_home",
            "unpack_cache_root"]
 
 META_KEY = "__ppdet_meta__"
@@ -758,32 +757,3 @@ def format_table(model, m):
                  f"{len(m.missing) - len(m.mismatched)}, skipped {len(m.unused)} "
                  f"(source: {_describe(m.source)})")
     return "\n".join(lines)
-
-
-def convert_weights(src, cfg, output, allow_partial=False):
-    """Read ``src`` in any recognised format, map it onto the model ``cfg`` builds, write it
-    as this toolkit's ``output`` (.pdparams). Strict unless ``allow_partial``: every model
-    tensor must come from ``src``. Returns (model, Match)."""
-    from ppdet.engine.builder import build_model
-    from ppdet.engine.checkpoint import save_checkpoint
-    if not str(output).endswith(".pdparams"):
-        raise CheckpointError(f"--output must end in .pdparams (got {output})")
-    source = read_weights(src)
-    model = build_model(cfg)
-    if source.kind == "ppdet":
-        from ppdet.engine.checkpoint import load_weights
-        load_weights(model, source.path)
-        m = match_weights(model, source)
-    elif allow_partial:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            m = load_lenient(model, source)
-    else:
-        m = load_strict(model, source)
-    in_path = os.path.abspath(source.path)
-    out_path = os.path.abspath(output)
-    if in_path == out_path:
-        raise CheckpointError(f"--output {output} is the input file: pass another path")
-    from ppdet.engine.checkpoint import channel_plan
-    save_checkpoint(model, out_path[:-len(".pdparams")], plan=channel_plan(model),
-                    extra={"converted_from": source.given, "source_format": source.kind})
-    return model, m

@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .evaluator import flatten_batch
+from .batch import flatten_batch
 
 __all__ = ["COCOMetric", "load_coco_gt"]
 

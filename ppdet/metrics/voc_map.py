@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .evaluator import flatten_batch
+from .batch import flatten_batch
 
 __all__ = ["VOCMetric", "average_precision", "rank_desc"]
 

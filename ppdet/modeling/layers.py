@@ -47,9 +47,6 @@ class ConvBNLayer(nn.Layer):
             bias_attr=ParamAttr(name=names["offset"], initializer=Constant(0.)),
             moving_mean_name=names["mean"], moving_variance_name=names["var"])
 
-    # set only while a channel-masked program is traced (ppdet.slim.fast_eval)
-    channel_mask = None
-
     def forward(self, x):
         x = self.bn(self.conv(x))
         if self.act == "relu":
@@ -58,8 +55,6 @@ class ConvBNLayer(nn.Layer):
             x = F.relu6(x)
         elif self.act == "leaky":
             x = F.leaky_relu(x, 0.1)
-        if self.channel_mask is not None:
-            x = x * self.channel_mask
         return x
 
 

@@ -31,6 +31,12 @@ entry points never touch it. Shims, all idempotent:
    right after its first prune, before the restore: the model is left pruned. Saving is
    skipped when there is no file.
 
+What the toolkit uses: ``trace_groups`` (one trace of a model into plain-data groups, for
+``ppdet.slim.graph``) and ``import_paddleslim``. ``make_pruner``, ``prune_vars``,
+``restore`` and ``dygraph_flops`` are paddleslim's own pruners and FLOPs count, kept as the
+reference the pruning graph is tested and benchmarked against (``tests/test_graph.py``,
+``bench/bench_sensitivity.py``).
+
 ``FilterPruner.restore()`` only undoes ``prune_vars`` (``prune_var`` does not set
 ``pruner.plan``); ``restore(pruner)`` undoes any plan applied to the model.
 
@@ -306,14 +312,14 @@ def restore(pruner):
 def trace_groups(layer, input_shape):
     """Trace ``layer`` once (image input only) and return its channel groups as plain data.
 
-    Returns ``{"groups": [...], "leaves": [...]}``. Each group is
+    Returns ``{"groups": [...]}``. Each group is
     ``{"master": param name, "members": [(param name, axis, [transform dict, ...]), ...]}``
     for a conv whose filters (axis 0) can be removed, members being every parameter or BN
     buffer that loses the same channels (BN, depthwise followers, convs tied by shortcut
     adds on axis 0; consumers on axis 1). Transforms map a channel of the master onto the
     member's axis (``src_start``/``target_start``... through concat, ``repeat``, ``stride``,
-    ``squeeze``), in paddleslim's order. ``leaves``: names of variables nothing reads (the
-    model outputs); the convs producing them get no group. No paddleslim object leaks.
+    ``squeeze``), in paddleslim's order. Convs producing the model's outputs get no group.
+    No paddleslim object leaks.
     """
     slim = import_paddleslim()
     import logging
@@ -325,7 +331,6 @@ def trace_groups(layer, input_shape):
     graph = slim.core.GraphWrapper(program)
     params = [p.name for p in layer.parameters() if len(p.shape) == 4]
     finder = slim.prune.PruningCollections()
-    leaves = finder._find_leaves(graph)
     collections = finder.create_pruning_collections(params, graph, skip_leaves=True)
     known = {p.name for p in layer.parameters()} | {b.name for b in layer.buffers()}
     groups = []
@@ -337,4 +342,4 @@ def trace_groups(layer, input_shape):
             if d.name in known:
                 members.append((d.name, int(d.axis), [dict(t) for t in d.transform]))
         groups.append({"master": coll.master_name, "members": members})
-    return {"groups": groups, "leaves": list(leaves)}
+    return {"groups": groups}

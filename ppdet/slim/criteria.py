@@ -1,7 +1,8 @@
 """Pruning criteria: small callables ``criterion(graph, group) -> scores``, one per channel.
 
 A higher score means a more important channel; the lowest-scoring channels go. Adding a
-criterion is adding one function here and one entry in ``CRITERIA``. Scores are read from
+criterion is adding one function here and one entry in ``CRITERIA`` (the tools' choices are
+read from it). Scores are read from
 the model's current weights (the group's master conv, or its BN).
 
 Selectors turn scores and a ratio into the kept channels: ``default`` removes

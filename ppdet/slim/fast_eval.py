@@ -1,11 +1,12 @@
 """Fast sensitivity evaluation: one compiled program serves every (conv, ratio).
 
-Pruning a conv's filters is computed exactly by zeroing those output channels of its
-ConvBNLayer, and of the depthwise convs that follow it, after the activation: every
-consumer then sees zeros where real pruning would see no channel at all. The model is
-exported ONCE with a ``channel_masks`` input holding one 0/1 per such channel and run by
-Paddle Inference with oneDNN; each measurement only feeds new masks. Which channels go is
-decided by the same paddleslim pruning plan (criterion, concat routes) as real pruning.
+Pruning a group's channels is computed exactly by zeroing them at the output of every
+producer of the group (conv + BN + activation, depthwise followers and shortcut-tied convs
+too; a bare conv at its output): every consumer then sees zeros where real pruning would
+see no channel at all. The model is exported ONCE with a ``channel_masks`` input holding one
+0/1 per such channel, applied by forward hooks, and run by Paddle Inference with oneDNN;
+each measurement only feeds new masks. Which channels go is decided by the same channel plan
+(pruning graph, criterion) as real pruning (``ppdet.slim.plan.masks``).
 """
 import os
 import shutil
@@ -15,27 +16,36 @@ import numpy as np
 import paddle
 
 from ppdet.engine.evaluate import normalise_output, split_per_image
-from ppdet.modeling.layers import ConvBNLayer, Upsample2x
+from ppdet.modeling.layers import Upsample2x
+from ppdet.slim.plan import mask_units, masks
 
 __all__ = ["MaskedEvaluator"]
 
 
 class _MaskedExport(paddle.nn.Layer):
+    """``forward`` sets one mask per unit; hooks on the units multiply their outputs."""
+
     def __init__(self, model, layers, offsets):
         super().__init__()
         self.model = model
-        self._layers = layers
         self._offsets = offsets
+        self._current = None
+        self._hooks = [layer.register_forward_post_hook(
+            lambda lyr, inputs, out, _i=i: out if self._current is None
+            else out * self._current[_i]) for i, layer in enumerate(layers)]
+
+    def remove_hooks(self):
+        for h in self._hooks:
+            h.remove()
 
     def forward(self, image, im_shape, scale_factor, channel_masks):
-        for layer, (a, b) in zip(self._layers, self._offsets):
-            layer.channel_mask = channel_masks[a:b].reshape([1, b - a, 1, 1])
+        self._current = [channel_masks[a:b].reshape([1, b - a, 1, 1])
+                         for a, b in self._offsets]
         try:
             out = self.model.predict_from_outputs(self.model.head_outputs(image), im_shape,
                                                   scale_factor)
         finally:
-            for layer in self._layers:
-                layer.channel_mask = None
+            self._current = None
         return out["bbox"], out["bbox_num"]
 
 
@@ -47,9 +57,18 @@ class MaskedEvaluator:
         self.model, self.cache, self.metric, self.pruner = model, cache, metric, pruner
         self.batch_size = batch_size
         self.calls = 0
-        self.layers = [m for m in model.sublayers() if isinstance(m, ConvBNLayer)]
-        self.index = {m.conv.weight.name: i for i, m in enumerate(self.layers)}
-        sizes = [m.conv.weight.shape[0] for m in self.layers]
+        self.graph = pruner.graph
+        units = mask_units(self.graph)      # every producer of every prunable group
+        self.units = list(dict.fromkeys(u for u, _, _ in units))
+        self.layers = [self.graph.layers[u] for u in self.units]
+        at = {u: i for i, u in enumerate(self.units)}
+        self.index = {}                     # group name -> the unit of its master conv
+        sizes = [0] * len(self.units)
+        for unit, conv, key in units:
+            sizes[at[unit]] = self.graph.layers[conv].weight.shape[0]
+            if conv == key:
+                for name in self.graph.group(key).names:
+                    self.index[name] = at[unit]
         ends = np.cumsum(sizes)
         self.offsets = [(int(e - s), int(e)) for s, e in zip(sizes, ends)]
         self.n_channels = int(ends[-1])
@@ -82,13 +101,13 @@ class MaskedEvaluator:
                 paddle.static.InputSpec([None, 2], "float32", "im_shape"),
                 paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
                 paddle.static.InputSpec([self.n_channels], "float32", "channel_masks")]
+        wrapper = _MaskedExport(self.model, self.layers, self.offsets)
         try:
             with paddle.pir_utils.DygraphOldIrGuard():
-                static = paddle.jit.to_static(_MaskedExport(self.model, self.layers,
-                                                            self.offsets),
-                                              input_spec=spec, full_graph=True)
+                static = paddle.jit.to_static(wrapper, input_spec=spec, full_graph=True)
                 paddle.jit.save(static, os.path.join(self.workdir, "model"))
         finally:
+            wrapper.remove_hooks()
             for m in ups:
                 m.mode = "interpolate"
             if was_training:
@@ -96,19 +115,14 @@ class MaskedEvaluator:
 
     def masks_for(self, ratios):
         """0/1 per channel for pruning ``{name: ratio}`` (the plan is not applied)."""
-        masks = np.ones(self.n_channels, "float32")
+        out = np.ones(self.n_channels, "float32")
         if not ratios:
-            return masks
-        plan = self.pruner.plan(ratios)
-        for name, entries in plan._masks.items():
-            i = self.index.get(name)
-            if i is None:
-                continue
-            a, b = self.offsets[i]
-            for entry in entries:
-                if entry.dims == 0 or entry.dims == [0]:
-                    masks[a:b] *= np.asarray(entry.mask, "float32").reshape(-1)
-        return masks
+            return out
+        at = {u: i for i, u in enumerate(self.units)}
+        for unit, vec in masks(self.graph, self.pruner.plan(ratios)).items():
+            a, b = self.offsets[at[unit]]
+            out[a:b] *= vec
+        return out
 
     def detections(self, masks):
         self.inputs["channel_masks"].copy_from_cpu(masks)

@@ -124,7 +124,6 @@ class PruneGraph:
         self.applied = None                      # the plan applied through this graph
         self.signature = _signature(model)
         self.base_cuts = dict(getattr(model, "channel_cuts", None) or {})  # earlier pruning
-        self.paths = {id(m): p for p, m in model.named_sublayers()}
         self.layers = dict(model.named_sublayers())
         self.tensors = {}                        # name -> (layer path, attr, tensor)
         for path, layer in self.layers.items():
@@ -153,7 +152,7 @@ class PruneGraph:
             self._by_key[g.key] = g
             for n in g.names:
                 self._by_name.setdefault(n, g)
-        self.convs = self._conv_entries(set(traced["leaves"]))
+        self.convs = self._conv_entries()
 
     # --- building ---------------------------------------------------------------------
     def _make_group(self, raw):
@@ -188,13 +187,13 @@ class PruneGraph:
                        if p not in group.depthwise]
         return group
 
-    def _conv_entries(self, leaves):
+    def _conv_entries(self):
         owner = {}
         for g in self.groups:
             for p in g.producers:
                 owner.setdefault(p, g)
         entries = []
-        outputs = self._output_convs(leaves)
+        outputs = self._output_convs()
         for path in self.conv_paths:
             conv = self.layers[path]
             e = ConvEntry(path, conv.weight.name, list(conv.weight.shape))
@@ -220,10 +219,8 @@ class PruneGraph:
             entries.append(e)
         return entries
 
-    def _output_convs(self, leaves):
-        """Convs whose output is a model output. Found by a tiny forward: the traced leaf
-        variable names are not layer paths."""
-        del leaves  # the forward below answers the same question by layer
+    def _output_convs(self):
+        """Convs whose output is a model output (found by a tiny forward, by layer)."""
         seen, hooks = {}, []
         for path in self.conv_paths:
             def hook(layer, inputs, output, _path=path):

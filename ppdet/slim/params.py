@@ -1,17 +1,18 @@
 """Which parameters a user may prune, and turning user input into parameter names.
 
-Names are ``param.name`` (the static-era names the seeds print). A conv is prunable
-(its output filters can be removed) unless it is depthwise (its channels follow the
-conv feeding it) or a prediction conv (its channels are the detector's outputs).
+Names are ``param.name`` (the static-era names the seeds print). Which convs can be named is
+read from the pruning graph (:class:`ppdet.slim.graph.PruneGraph`): a conv is prunable when
+its filters lead a group of their own; depthwise convs follow the conv feeding them, convs
+tied by a shortcut add follow their group's first conv, prediction convs are the detector's
+outputs.
 """
 import difflib
 import fnmatch
 import re
 from dataclasses import dataclass
 
-import paddle
-
-from ppdet.utils.cli import UserError
+from ppdet.core.errors import UserError
+from ppdet.slim.graph import PruneGraph
 
 __all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params",
            "parse_ratios"]
@@ -23,41 +24,18 @@ class ConvInfo:
     shape: list
     prunable: bool
     reason: str = ""          # why not, when not prunable
-    follows: str = ""         # for depthwise convs: the conv whose channels they follow
-
-
-def _prediction_convs(model):
-    """Convs whose outputs are predictions: the head's output layers."""
-    head = getattr(model, "yolo_head", None) or getattr(model, "ssd_head", None)
-    names = set()
-    for attr in ("outputs", "loc_convs", "conf_convs"):
-        for layer in getattr(head, attr, []) if head is not None else []:
-            names.add(layer.weight.name)
-    return names
+    follows: str = ""         # the conv to name instead (depthwise, shortcut-tied convs)
 
 
 def conv_table(model):
     """Every conv weight in network (definition) order, with whether it can be pruned."""
-    outputs = _prediction_convs(model)
-    table, last_regular = [], ""
-    for layer in model.sublayers():
-        if not isinstance(layer, paddle.nn.Conv2D):
-            continue
-        w = layer.weight
-        depthwise = layer._groups > 1 and w.shape[1] == 1
-        if depthwise:
-            table.append(ConvInfo(w.name, list(w.shape), False,
-                                  f"depthwise: pruned with {last_regular or 'its input'}",
-                                  follows=last_regular))
-            continue
-        if w.name in outputs:
-            table.append(ConvInfo(w.name, list(w.shape), False,
-                                  "prediction conv: its channels are the detector's outputs"))
-        else:
-            table.append(ConvInfo(w.name, list(w.shape), True))
-        last_regular = w.name
+    graph = PruneGraph.of(model)
+    table = []
+    for e in graph.convs:
+        prunable = e.role == "master" and not e.reason
+        follows = graph.group(e.group).name if e.group and e.role != "master" else ""
+        table.append(ConvInfo(e.name, list(e.shape), prunable, e.reason, follows))
     return table
-
 
 
 def format_params(model):

@@ -1,24 +1,25 @@
-"""From user choices to a pruned model: ratios, alignment, summary tables."""
-import numpy as np
+"""From user choices to a pruned model: ratios, alignment, summary tables.
 
+Ratio searches count FLOPs on the pruning graph (:mod:`ppdet.slim.search`): nothing is
+pruned or traced while searching.
+"""
+from ppdet.core.errors import UserError
+from ppdet.slim import search
+from ppdet.slim.graph import PruneGraph
 from ppdet.slim.params import conv_table, parse_ratios, select_groups, select_params
+from ppdet.slim.plan import Costs, count_params
 from ppdet.slim.pruner import FilterPruner
-from ppdet.utils.cli import UserError
 
 __all__ = ["choose_ratios", "pair_ratios", "destructive_warnings", "align_ratios",
            "count_params", "prune_model", "summary"]
 
 
-def count_params(model):
-    return int(sum(np.prod(p.shape) for p in model.parameters()))
-
-
 def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                   sensitivities_file=None, loss=None, target_flops=None, target_ratio=None,
-                  pruner=None):
+                  pruner=None, log=print):
     """Exactly one way of choosing: explicit ratios, a sensitivity file with --loss or
     --target_flops, or uniform pruning of --pruned_params to --target_ratio of FLOPs."""
-    from ppdet.slim import ratios as rsearch
+    graph = pruner.graph if pruner is not None else PruneGraph.of(model)
     if sensitivities_file:
         from ppdet.slim.sensitivity_store import load_sensitivities_file
         if (loss is None) == (target_flops is None):
@@ -37,26 +38,36 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
             raise UserError(f"{sensitivities_file} names '{unknown[0]}', which this model "
                             f"does not have: it was measured on another model")
         if loss is not None:
-            ratios = rsearch.ratios_by_loss(sens, loss)
+            ratios = search.ratios_by_loss(sens, loss)
             if not ratios:
                 raise UserError(f"no conv stays under loss {loss}: raise --loss")
             return ratios, f"ratios for loss <= {loss}"
-        threshold, ratios, got = rsearch.search_loss_for_flops(model, sens, target_flops,
-                                                               image_size, pruner=pruner)
+        untied = [n for n in sens if not graph.has(n)]
+        if untied:
+            raise UserError(f"{sensitivities_file} measures '{untied[0]}', which has no "
+                            f"pruning group of its own: analyse the conv it follows")
+        try:
+            threshold, ratios, got = search.loss_for_flops(Costs(graph, image_size), sens,
+                                                           target_flops)
+        except search.SearchError as e:
+            raise UserError(str(e)) from None
         return ratios, f"loss threshold {threshold:.4f} for {got:.1%} fewer FLOPs"
     if not pruned_params:
         raise UserError("say what to prune: --pruned_params with --pruned_ratios or "
                         "--target_ratio, or --sensitivities_file with --loss/--target_flops")
     if target_ratio is not None:
         names = select_params(model, pruned_params)
-        ratio, got = rsearch.uniform_ratio_for_flops(model, names, target_ratio, image_size,
-                                                     pruner=pruner)
+        try:
+            ratio, got = search.uniform_ratio_for_flops(Costs(graph, image_size), names,
+                                                        target_ratio)
+        except search.SearchError as e:
+            raise UserError(str(e)) from None
         filters = {p.name: p.shape[0] for p in model.parameters()}
-        print(f"--target_ratio {target_ratio:g} is a share of FLOPs: it takes filter ratio "
-              f"{ratio:g} ({ratio:.0%} of the filters of each of {len(names)} convs), "
-              f"which removes {got:.1%} of the FLOPs")
+        log(f"--target_ratio {target_ratio:g} is a share of FLOPs: it takes filter ratio "
+            f"{ratio:g} ({ratio:.0%} of the filters of each of {len(names)} convs), "
+            f"which removes {got:.1%} of the FLOPs")
         for line in destructive_warnings({n: ratio for n in names}, filters):
-            print(line)
+            log(line)
         return {n: ratio for n in names}, f"uniform filter ratio {ratio:g} for {got:.1%} " \
             f"fewer FLOPs"
     if pruned_ratios is None:

@@ -1,86 +1,24 @@
-"""Filter pruning of a detector: one dependency graph (paddleslim's, traced once, with the
-concat worker from ``compat``) serves sensitivity analysis, ratio search and pruning.
+"""Filter pruning of a detector in place, on the one pruning graph.
 
-Pruning a conv's filters removes the matching channels of its BN, of every consumer conv
-(through concat routes and upsampling) and of depthwise convs fed by it.
+``FilterPruner`` prunes ``{conv weight name: ratio}`` (all at once, so a concat consumer
+loses the channels of every pruned input), restores, or makes the pruning permanent. The
+channels are chosen by a criterion of :mod:`ppdet.slim.criteria`; the cutting, counting and
+masking live in :mod:`ppdet.slim.plan`.
 """
-import logging
+from ppdet.core.errors import UserError
+from ppdet.slim import criteria
+from ppdet.slim.graph import PruneGraph
+from ppdet.slim.plan import apply_plan, count_flops, make_plan
 
-import numpy as np
-import paddle
+__all__ = ["FilterPruner", "CRITERIA", "model_flops"]
 
-from ppdet.slim import compat
-from ppdet.utils.cli import UserError
-
-__all__ = ["RawOutputs", "FilterPruner", "CRITERIA", "model_flops"]
-
-CRITERIA = ("l1_norm", "bn_scale", "geometry_median")
-TRACE_SIZE = 64   # a small trace input: the graph is the same, tracing is faster
-
-
-class RawOutputs(paddle.nn.Layer):
-    """``image -> raw head outputs``: what paddleslim traces (no post-processing)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image):
-        return self.model.head_outputs(image)
+CRITERIA = tuple(criteria.CRITERIA)     # every criterion is offered: one list, one place
 
 
 def model_flops(model, image_size):
-    """paddleslim's FLOPs count (multiply-adds, batch 1) at ``image_size`` [H, W]."""
-    h, w = image_size
-    return compat.dygraph_flops(RawOutputs(model), [1, 3, int(h), int(w)])
-
-
-def _quiet_paddleslim():
-    """paddleslim logs every pruned variable at INFO (thousands of lines in a sensitivity
-    run) and warns about the graph leaves it skips, which is expected here."""
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("paddleslim"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-
-def bn_scales(model):
-    """``{conv weight name: the BN scale right after it}`` for every ConvBNLayer."""
-    from ppdet.modeling.layers import ConvBNLayer
-    return {m.conv.weight.name: m.bn.weight for m in model.sublayers()
-            if isinstance(m, ConvBNLayer)}
-
-
-def _bn_scale_pruner_class():
-    slim = compat.import_paddleslim()
-    base = slim.dygraph.prune.L1NormFilterPruner
-
-    class BNScaleFilterPruner(base):
-        """Removes the filters whose following BN scale |gamma| is smallest.
-
-        ``optimal_threshold``: the ratio is a share of the summed squared scales, not of
-        the channels (PaddleSlim's rule): the smallest gammas whose squares add up to at
-        most ``ratio`` of the total go.
-        """
-        scales = {}
-        idx_selector = "default"
-
-        def cal_mask(self, pruned_ratio, collection, num_head=-1):
-            scale = self.scales.get(collection.master_name)
-            if scale is None:
-                return super().cal_mask(pruned_ratio, collection, num_head)
-            score = np.abs(scale.numpy())
-            order = score.argsort(kind="stable")
-            if self.idx_selector == "optimal_threshold":
-                energy = np.cumsum(score[order] ** 2) / max(float((score ** 2).sum()), 1e-12)
-                n = int(np.searchsorted(energy, pruned_ratio, side="right"))
-            else:
-                n = int(round(len(order) * pruned_ratio))
-            n = min(len(order) - 1, n)
-            mask = np.ones(len(order), dtype="int32")
-            mask[order[:n]] = 0
-            return mask
-
-    return BNScaleFilterPruner
+    """paddleslim's FLOPs count (multiply-adds, batch 1) at ``image_size`` [H, W], counted
+    from the layers without tracing."""
+    return count_flops(model, image_size)
 
 
 class FilterPruner:
@@ -90,30 +28,20 @@ class FilterPruner:
         if criterion not in CRITERIA:
             raise UserError(f"unknown criterion '{criterion}': choose one of "
                             f"{', '.join(CRITERIA)}")
-        if idx_selector not in ("default", "optimal_threshold"):
+        if idx_selector not in criteria.SELECTORS:
             raise UserError(f"unknown idx_selector '{idx_selector}': default or "
                             f"optimal_threshold")
         if idx_selector == "optimal_threshold" and criterion != "bn_scale":
             raise UserError("--idx_selector optimal_threshold works with --criterion bn_scale")
         self.model = model
-        self.criterion = criterion
-        was_training = model.training
-        model.eval()
-        compat.import_paddleslim()
-        _quiet_paddleslim()
-        shape = [1, 3, TRACE_SIZE, TRACE_SIZE]
-        wrapped = RawOutputs(model)
-        if criterion == "bn_scale":
-            cls = _bn_scale_pruner_class()
-            self._pruner = cls(wrapped, shape, skip_leaves=True)
-            self._pruner.scales = bn_scales(model)
-            self._pruner.idx_selector = idx_selector
-        else:
-            self._pruner = compat.make_pruner(wrapped, shape, criterion=criterion)
-        if was_training:
-            model.train()
-        self.groups = set(compat.prunable_params(self._pruner))
-        self.pruned = False
+        self.criterion, self.idx_selector = criterion, idx_selector
+        self.graph = PruneGraph.of(model)
+        self.groups = {g.name for g in self.graph.prunable}
+        self._applied = None
+
+    @property
+    def pruned(self):
+        return self._applied is not None
 
     def check(self, names):
         missing = [n for n in names if n not in self.groups]
@@ -121,30 +49,26 @@ class FilterPruner:
             raise UserError(f"'{missing[0]}' has no pruning group of its own (its channels are "
                             f"tied to another conv's, e.g. through an add): name that conv")
 
-    def prune(self, ratios):
-        """``{param_name: ratio}`` -> prune all at once (one plan: concat consumers get one
-        combined mask). Returns ``{param_name: kept filters}`` for the named convs."""
-        self.check(ratios)
-        if self.pruned:
-            self.restore()
-        compat.prune_vars(self._pruner, {k: float(v) for k, v in ratios.items()})
-        self.pruned = True
-        shapes = {p.name: p.shape for p in self.model.parameters()}
-        return {n: shapes[n][0] for n in ratios}
-
     def plan(self, ratios):
-        """The paddleslim pruning plan for ``ratios``, not applied to the model."""
+        """The :class:`~ppdet.slim.plan.ChannelPlan` for ``ratios``, not applied."""
         self.check(ratios)
-        return self._pruner.prune_vars({k: float(v) for k, v in ratios.items()}, 0,
-                                       apply=None)
+        return make_plan(self.graph, ratios, self.criterion, self.idx_selector)
+
+    def prune(self, ratios):
+        """``{param_name: ratio}`` -> prune all at once. Returns ``{param_name: kept
+        filters}`` for the named convs."""
+        plan = self.plan(ratios)
+        self._applied = apply_plan(self.graph, plan)
+        return {n: len(plan[self.graph.group(n).key]) if self.graph.group(n).key in plan
+                else self.graph.group(n).size for n in ratios}
 
     def restore(self):
-        compat.restore(self._pruner)
-        self.pruned = False
+        if self._applied is not None:
+            self._applied.restore()
+        self._applied = None
 
     def drop_backups(self):
-        """Make the current pruning permanent (frees the backups kept for restore)."""
-        for layer in self.model.sublayers(include_self=True):
-            for key in [k for k in layer._buffers if k.endswith("_backup")]:
-                del layer._buffers[key]
-        self.pruned = False
+        """Make the current pruning permanent (frees the copies kept for restore)."""
+        if self._applied is not None:
+            self._applied.forget()
+        self._applied = None

@@ -72,7 +72,7 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
     if not sens:
         return None
     if ratios is None and threshold is not None:
-        from ppdet.slim.ratios import ratios_by_loss
+        from ppdet.slim.search import ratios_by_loss
         ratios = ratios_by_loss(sens, threshold)
     ratios = ratios or {}
     groups = network_order(list(sens), order)
@@ -198,8 +198,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     from ppdet.engine.evaluate import evaluate
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
-    from ppdet.slim.prune_plan import count_params
-    from ppdet.slim.pruner import model_flops
+    from ppdet.slim.plan import count_flops, count_params
     model = build_model(cfg)
     load_weights(model, weights)
     loader = build_reader(cfg, "eval")
@@ -208,7 +207,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
     return {"mAP": result["mAP"] * 100, "params": count_params(model) / 1e6,
-            "flops": model_flops(model, size) / 1e6, "size": mb,
+            "flops": count_flops(model, size) / 1e6, "size": mb,
             "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads)}
 
 

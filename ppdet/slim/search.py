@@ -4,7 +4,7 @@ They count FLOPs with :class:`ppdet.slim.plan.Costs` on the one traced graph: FL
 only on how many channels each group loses, so no step prunes, re-traces or restores the
 model. Channels are chosen by a criterion once, when the final plan is made.
 """
-from ppdet.slim.plan import Costs, make_plan, removed_for_ratios
+from ppdet.slim.plan import removed_for_ratios
 
 __all__ = ["ratios_by_loss", "flops_reduction", "uniform_ratio_for_flops",
            "loss_for_flops", "SearchError"]
@@ -93,9 +93,3 @@ def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=30):
             hi, best = mid, (mid, r)
     threshold, r = best
     return threshold, ratios_by_loss(sensitivities, threshold), r
-
-
-def plan_for_flops(graph, image_size, names, target, criterion="l1_norm", tol=0.01):
-    """Uniform FLOPs-target search and the plan it gives: ``(plan, ratio, reduction)``."""
-    ratio, got = uniform_ratio_for_flops(Costs(graph, image_size), names, target, tol)
-    return make_plan(graph, {n: ratio for n in names}, criterion), ratio, got

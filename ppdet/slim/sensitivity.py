@@ -14,9 +14,9 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
+from ppdet.core.errors import UserError
 from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
-from ppdet.utils.cli import UserError
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest", "plan_pairs",
            "run_sensitivity", "RealPruneMeasure", "MaskedMeasure"]

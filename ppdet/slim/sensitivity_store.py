@@ -17,8 +17,8 @@ import json
 import os
 import pickle
 
+from ppdet.core.errors import UserError
 from ppdet.utils.atomic import atomic_write_bytes
-from ppdet.utils.cli import UserError
 
 __all__ = ["norm_ratio", "SensitivityStore", "load_sensitivities_file", "merge_files",
            "merge_with_sidecars", "file_lock", "read_meta", "META_SUFFIX"]

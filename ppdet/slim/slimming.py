@@ -1,9 +1,8 @@
 """Network slimming: channel and residual-layer pruning driven by BN scales.
 
-The pruning groups come from the same traced dependency graph as filter pruning
-(paddleslim's, with the ``compat`` concat worker): a group is every ConvBNLayer whose output
-channels must move together (convs tied by a shortcut add, and the depthwise convs that
-follow them), plus the convs that consume those channels.
+The groups are the pruning graph's (:class:`ppdet.slim.graph.PruneGraph`): a group is every
+ConvBNLayer whose output channels must move together (convs tied by a shortcut add, and the
+depthwise convs that follow them), plus the convs that consume those channels.
 
 Exactness: a channel whose BN scale is zero outputs the constant ``act(beta)``. Removing it
 is exact when that constant is folded into each consumer (its BN mean, or its bias), which
@@ -19,9 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import paddle
 
-from ppdet.modeling.layers import ConvBNLayer
-from ppdet.slim.pruner import TRACE_SIZE, FilterPruner
-from ppdet.utils.cli import UserError
+from ppdet.core.errors import UserError
+from ppdet.modeling import surgery
+from ppdet.slim.graph import TRACE_SIZE, PruneGraph
+from ppdet.slim.plan import ChannelPlan, apply_plan, layer_plan
 
 __all__ = ["SlimGroup", "SlimGraph", "DW_RULES", "layer_masks", "global_threshold",
            "group_masks", "zero_scales", "prune_channels", "residual_blocks",
@@ -32,7 +32,8 @@ DW_RULES = ("max", "intersection")
 
 @dataclass
 class SlimGroup:
-    master: str                                    # paddleslim's master conv weight
+    master: str                                    # the group's master conv weight
+    key: str = ""                                  # the pruning graph's group key
     layers: list = field(default_factory=list)     # ConvBNLayers that share the mask
     depthwise: list = field(default_factory=list)  # the depthwise ones among them
     consumers: list = field(default_factory=list)  # conv weight names reading the channels
@@ -47,8 +48,18 @@ class SlimGroup:
         return self.layers[0].bn.weight.shape[0]
 
 
+def _conv_bn(graph, conv_path):
+    """The Conv+BN layer whose ``conv`` is the conv at ``conv_path``, or None."""
+    parent = graph.layers.get(conv_path.rpartition(".")[0])
+    if parent is not None and getattr(parent, "conv", None) is graph.layers[conv_path] and \
+            getattr(parent, "bn", None) is not None:
+        return parent
+    return None
+
+
 class SlimGraph:
-    """The slimming groups of ``model``: traced once, reused by sparsity training and pruning.
+    """The slimming view of the pruning graph of ``model``, reused by sparsity training and
+    pruning.
 
     ``prune_mode`` 0: groups of a single regular conv (with its depthwise followers);
     1: also groups tied by shortcut adds (pruned with one union mask).
@@ -59,37 +70,32 @@ class SlimGraph:
             raise UserError(f"--prune must be 0 or 1, got {prune_mode}")
         self.model = model
         self.prune_mode = prune_mode
-        self.pruner = FilterPruner(model, "l1_norm")
-        by_weight = {m.conv.weight.name: m for m in model.sublayers()
-                     if isinstance(m, ConvBNLayer)}
-        convs = {m.weight.name: m for m in model.sublayers()
-                 if isinstance(m, paddle.nn.Conv2D)}
+        self.graph = PruneGraph.of(model)
         self.groups = []
-        for coll in self.pruner._pruner.collections:
-            if coll.master_axis != 0 or coll.master_name not in by_weight:
+        for g in self.graph.groups:
+            if _conv_bn(self.graph, g.key) is None:
                 continue
-            group = SlimGroup(coll.master_name)
-            for d in coll.all_pruning_details():
-                if d.name not in convs:
+            group = SlimGroup(g.name, key=g.key, blocked=g.blocked)
+            for path in g.producers:
+                layer = _conv_bn(self.graph, path)
+                if layer is None:
+                    group.blocked = group.blocked or \
+                        f"{self.graph.layers[path].weight.name} has no BN after it"
                     continue
-                conv = convs[d.name]
-                if d.axis == 0:
-                    if d.name not in by_weight:
-                        group.blocked = f"{d.name} has no BN after it"
-                        continue
-                    layer = by_weight[d.name]
-                    if layer not in group.layers:
-                        group.layers.append(layer)
-                        if conv._groups > 1:
-                            group.depthwise.append(layer)
-                elif d.axis == 1 and d.name not in group.consumers:
-                    group.consumers.append(d.name)
-                    if max(conv._kernel_size) > 1 and group.blocked is None:
-                        group.blocked = (f"feeds the {conv._kernel_size[0]}x"
-                                         f"{conv._kernel_size[1]} conv {d.name}: its offsets "
-                                         f"cannot be folded exactly")
-                    elif d.name not in by_weight and conv.bias is None:
-                        group.blocked = f"consumer {d.name} has neither BN nor bias"
+                group.layers.append(layer)
+                if path in g.depthwise:
+                    group.depthwise.append(layer)
+            for path in g.consumers:
+                conv = self.graph.layers[path]
+                group.consumers.append(conv.weight.name)
+                if group.blocked is not None:
+                    continue
+                if max(conv._kernel_size) > 1:
+                    group.blocked = (f"feeds the {conv._kernel_size[0]}x"
+                                     f"{conv._kernel_size[1]} conv {conv.weight.name}: its "
+                                     f"offsets cannot be folded exactly")
+                elif _conv_bn(self.graph, path) is None and conv.bias is None:
+                    group.blocked = f"consumer {conv.weight.name} has neither BN nor bias"
             # regular convs first: the group is named after its first regular conv
             group.layers.sort(key=lambda m: m in group.depthwise)
             if group.shortcut and prune_mode == 0 and group.blocked is None:
@@ -178,14 +184,14 @@ def zero_scales(graph, masks):
             m.bn.weight.set_value(gamma)
 
 
-def _consumer_inputs(model, names, image_size):
-    """Run the (masked) model once and keep the input of each conv in ``names``."""
+def _consumer_inputs(model, layers, image_size):
+    """Run the (masked) model once and keep the input of each layer in ``layers``
+    (``{path: layer}``)."""
     seen, hooks = {}, []
-    for layer in model.sublayers():
-        if isinstance(layer, paddle.nn.Conv2D) and layer.weight.name in names:
-            def hook(lyr, inputs, _name=layer.weight.name):
-                seen[_name] = inputs[0].numpy()
-            hooks.append(layer.register_forward_pre_hook(hook))
+    for path, layer in layers.items():
+        def hook(lyr, inputs, _path=path):
+            seen[_path] = inputs[0].numpy()
+        hooks.append(layer.register_forward_pre_hook(hook))
     was_training = model.training
     model.eval()
     try:
@@ -207,7 +213,7 @@ def prune_channels(graph, masks, image_size=(TRACE_SIZE, TRACE_SIZE)):
     The result computes what the masked model (``zero_scales``) computes. Returns
     ``{layer name: (channels before, after)}`` for every ConvBNLayer of the pruned groups.
     """
-    model = graph.model
+    model, pgraph = graph.model, graph.graph
     masks = {k: np.asarray(v, bool) for k, v in masks.items()}
     groups = {g.master: g for g in graph.prunable}
     unknown = [k for k in masks if k not in groups]
@@ -220,46 +226,34 @@ def prune_channels(graph, masks, image_size=(TRACE_SIZE, TRACE_SIZE)):
         if not v.any():
             raise UserError(f"the mask for {k} removes every channel")
     zero_scales(graph, masks)
-    # the traced pruner, told to cut exactly these channels (1 = keep)
-    pruner = graph.pruner._pruner
-    pruner.cal_mask = lambda ratio, coll, num_head=-1: masks[coll.master_name].astype("int32")
-    try:
-        plan = pruner.prune_vars({k: 1 - v.mean() for k, v in masks.items()}, 0, apply=None)
-    finally:
-        del pruner.cal_mask
-    convs = {m.weight.name: m for m in model.sublayers() if isinstance(m, paddle.nn.Conv2D)}
-    by_weight = {m.conv.weight.name: m for m in model.sublayers()
-                 if isinstance(m, ConvBNLayer)}
-    removed_inputs = {}
-    for name, pmasks in plan._masks.items():
-        conv = convs.get(name)
-        if conv is None or conv._groups > 1:
-            continue
-        for pm in pmasks:
-            dims = pm.dims if isinstance(pm.dims, (list, tuple)) else [pm.dims]
-            if 1 in dims:
-                removed_inputs[name] = np.flatnonzero(np.asarray(pm.mask) == 0)
-    seen = _consumer_inputs(model, set(removed_inputs), image_size)
-    for name, idx in removed_inputs.items():
+    plan = ChannelPlan({groups[k].key: np.flatnonzero(v) for k, v in masks.items()})
+    cuts = layer_plan(pgraph, plan)
+    removed = {}                                  # consumer conv path -> removed inputs
+    for path, cut in cuts.items():
+        layer = pgraph.layers[path]
+        if isinstance(layer, paddle.nn.Conv2D) and layer._groups == 1 and "in" in cut:
+            removed[path] = np.setdiff1d(np.arange(layer.weight.shape[1]), cut["in"])
+    seen = _consumer_inputs(model, {p: pgraph.layers[p] for p in removed}, image_size)
+    for path, idx in removed.items():
         if len(idx) == 0:
             continue
-        x = seen[name][0, idx]                       # [removed, H, W]: constant maps
+        conv = pgraph.layers[path]
+        x = seen[path][0, idx]                       # [removed, H, W]: constant maps
         value = x.reshape(len(idx), -1).mean(axis=1)
         spread = float(np.abs(x - value[:, None, None]).max())
         if spread > 1e-4 * (1 + float(np.abs(value).max())):
-            raise RuntimeError(f"removed inputs of {name} are not constant ({spread:.2e}): "
-                               f"the slimming groups are wrong")
-        weight = convs[name].weight.numpy()[:, idx]  # [out, removed, kh, kw]
+            raise RuntimeError(f"removed inputs of {conv.weight.name} are not constant "
+                               f"({spread:.2e}): the slimming groups are wrong")
+        weight = conv.weight.numpy()[:, idx]         # [out, removed, kh, kw]
         delta = (weight.sum(axis=(2, 3)) * value[None, :]).sum(axis=1)
-        if name in by_weight:                        # conv -> BN: shift the running mean
-            bn = by_weight[name].bn
+        owner = _conv_bn(pgraph, path)
+        if owner is not None:                        # conv -> BN: shift the running mean
+            bn = owner.bn
             bn._mean.set_value(bn._mean.numpy() - delta.astype("float32"))
         else:                                        # conv with bias (an output conv)
-            bias = convs[name].bias
-            bias.set_value(bias.numpy() + delta.astype("float32"))
+            conv.bias.set_value(conv.bias.numpy() + delta.astype("float32"))
     before = {m.name: m.bn.weight.shape[0] for k in masks for m in groups[k].layers}
-    plan.apply(model, lazy=False, opt=None, prune_type=pruner.prune_type)
-    graph.pruner.drop_backups()
+    apply_plan(pgraph, plan, keep_backup=False)
     return {m.name: (before[m.name], m.bn.weight.shape[0])
             for k in masks for m in groups[k].layers}
 
@@ -277,21 +271,8 @@ def residual_blocks(model):
 
 
 def remove_layers(model, paths):
-    """Replace the sublayers at ``paths`` with identities (a residual block then passes its
-    input through: the add of a removed branch). Recorded on the model for checkpoints."""
-    for path in paths:
-        parent, parts = model, path.split(".")
-        for part in parts[:-1]:
-            if part not in parent._sub_layers:
-                raise ValueError(f"it removes layer '{path}', which this model lacks: "
-                                 f"wrong config for these weights?")
-            parent = parent._sub_layers[part]
-        if parts[-1] not in parent._sub_layers:
-            raise ValueError(f"it removes layer '{path}', which this model lacks: "
-                             f"wrong config for these weights?")
-        parent._sub_layers[parts[-1]] = paddle.nn.Identity()
-    model.removed_layers = list(getattr(model, "removed_layers", [])) + list(paths)
-    return model
+    """Replace the sublayers at ``paths`` with identities (see ``surgery.remove_layers``)."""
+    return surgery.remove_layers(model, paths)
 
 
 def check_shortcuts(model, n):

@@ -14,8 +14,8 @@ import os
 import numpy as np
 import paddle
 
+from ppdet.core.errors import UserError
 from ppdet.utils.atomic import atomic_write_bytes
-from ppdet.utils.cli import UserError
 
 __all__ = ["BNSparsity", "S_DECAYS", "sparsity_from_config", "plot_sparsity"]
 

@@ -8,7 +8,6 @@ Inference, CPU, batch 1, oneDNN, one thread).
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -44,11 +43,9 @@ def main(argv=None):
     for _, weights in pairs:            # every checkpoint found before the first evaluation
         resolve_weights(weights)
 
-    from ppdet.slim.report import model_row, report_table, stage_table
-    rows = []
-    for label, weights in pairs:        # each temporary export is removed after its row
-        with tempfile.TemporaryDirectory(prefix="report_") as tmp:
-            rows.append((label, model_row(cfg, weights, tmp)))
+    from ppdet.slim.pipelines import stage_rows
+    from ppdet.slim.report import report_table, stage_table
+    rows = stage_rows(cfg, pairs)       # each temporary export is removed after its row
     table = stage_table(rows) if args.layout == "stages" else report_table(rows)
     print(table)
     if args.output:

@@ -56,15 +56,19 @@ def main(argv=None):
             raise UserError("--target_flops needs the model: pass -c CONFIG")
         from ppdet.core.config import load_config
         from ppdet.engine.builder import build_model, image_size_for
-        from ppdet.slim.ratios import search_loss_for_flops
+        from ppdet.slim.graph import PruneGraph
+        from ppdet.slim.plan import Costs
+        from ppdet.slim.search import SearchError, loss_for_flops
         cfg = load_config(args.config, args.opt)
-        model = build_model(cfg)
-        threshold, ratios, got = search_loss_for_flops(model, sens, args.target_flops,
-                                                       image_size_for(cfg, "eval"))
+        costs = Costs(PruneGraph.of(build_model(cfg)), image_size_for(cfg, "eval"))
+        try:
+            threshold, ratios, got = loss_for_flops(costs, sens, args.target_flops)
+        except SearchError as e:
+            raise UserError(str(e)) from None
         print(f"loss threshold {threshold:.4f} removes {got:.1%} of FLOPs "
               f"(target {args.target_flops:.0%})")
     elif args.loss is not None:
-        from ppdet.slim.ratios import ratios_by_loss
+        from ppdet.slim.search import ratios_by_loss
         ratios = ratios_by_loss(sens, args.loss)
     plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold)
     print(sensitivity_table(sens, ratios))

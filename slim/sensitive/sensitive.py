@@ -14,6 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from ppdet.slim.criteria import CRITERIA  # noqa: E402
 from ppdet.utils.cli import (  # noqa: E402
     ArgsParser,
     UserError,
@@ -71,7 +72,7 @@ def main(argv=None):
     parser.add_argument("-P", "--print_params", action="store_true",
                         help="list parameters with shapes and prunability, then exit")
     parser.add_argument("--criterion", default="l1_norm",
-                        choices=["l1_norm", "bn_scale", "geometry_median"])
+                        choices=list(CRITERIA))
     parser.add_argument("--eval_samples", type=int, default=None,
                         help="evaluate on the first N eval images only (quick looks)")
     parser.add_argument("--batch_size", type=int, default=16, help="eval batch size")
@@ -92,58 +93,14 @@ def main(argv=None):
     check_args(args)
     cfg = load_config_from_args(args)
 
-    from ppdet.engine.builder import build_model, check_metric_config, image_size_for
-    from ppdet.slim.params import format_params, select_params
-    model = build_model(cfg)
+    from ppdet.slim import pipelines
     if args.print_params:
-        print(format_params(model))
-        return None
-    params = select_params(model, args.pruned_params or "*")
-    ratios = check_ratios(args.pruned_ratios)
-    check_metric_config(cfg)
-    image_size_for(cfg, "eval")          # a fixed eval size, needed to cache the eval set
+        return pipelines.print_params(cfg)
     shards, shard_id = _shard(args)
-
-    from ppdet.engine.builder import build_dataset, build_metric_for
-    from ppdet.engine.checkpoint import load_weights, resolve_weights
-    from ppdet.slim.pruner import FilterPruner
-    from ppdet.slim.sensitivity import (
-        CachedEvaluator,
-        EvalCache,
-        MaskedMeasure,
-        RealPruneMeasure,
-        eval_set_digest,
-        fingerprint,
-        run_sensitivity,
-    )
-    from ppdet.slim.sensitivity_store import SensitivityStore
-    weights = resolve_weights(cfg.get("weights"))
-    dataset = build_dataset(cfg, "eval")
-    records = dataset.records[:args.eval_samples] if args.eval_samples else dataset.records
-    if not records:
-        raise UserError(f"the eval set {dataset.anno_path} holds no images")
-    weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
-    fp = fingerprint(cfg, weights_file, eval_set_digest(records), args.criterion)
-    # the file is checked (and refused) before the slow steps: caching, baseline
-    store = SensitivityStore(args.sensitivities_file, fp, adopt=args.adopt)
-    load_weights(model, weights)
-    pruner = FilterPruner(model, args.criterion)
-    pruner.check(params)
-    cache = EvalCache(dataset, cfg["EvalReader"]["sample_transforms"],
-                      max_samples=args.eval_samples)
-    metric = build_metric_for(cfg, cache.dataset)
-    if args.mode == "fast":
-        from ppdet.slim.fast_eval import MaskedEvaluator
-        measure = MaskedMeasure(MaskedEvaluator(model, cache, metric, pruner, args.batch_size,
-                                                threads=args.cpu_threads))
-    else:
-        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric,
-                                                           args.batch_size))
-    print(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-          f"{len(cache)} eval images, {args.mode} mode, loss on {metric.headline} -> "
-          f"{store.path}")
-    return run_sensitivity(measure, store, params, ratios, shards, shard_id,
-                           label=metric.headline)
+    return pipelines.analyse_sensitivity(
+        cfg, args.sensitivities_file, args.pruned_params, check_ratios(args.pruned_ratios),
+        args.criterion, args.eval_samples, args.batch_size, args.mode, args.cpu_threads,
+        shards, shard_id, args.adopt).sensitivities
 
 
 if __name__ == "__main__":

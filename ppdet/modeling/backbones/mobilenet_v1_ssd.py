@@ -26,7 +26,7 @@ def fluid_name(kind):
 
 
 class FluidConvBN(ConvBNLayer):
-    """A ``ConvBNLayer`` (same forward, ``channel_mask`` hook) with fluid-style names.
+    """A ``ConvBNLayer`` (same forward) with fluid-style names.
 
     ``ConvBNLayer.__init__`` only knows the static-era name schemes, so the same sublayers
     (``conv``, ``bn``) are built here instead of calling it.

@@ -71,7 +71,7 @@ class SSDLoss:
         self.neg_overlap = overlap_threshold if neg_overlap is None else neg_overlap
         if not (isinstance(self.neg_overlap, (int, float))
                 and 0 < self.neg_overlap <= overlap_threshold):
-            from ppdet.core.config import ConfigError
+            from ppdet.core.errors import ConfigError
             raise ConfigError(f"SSDLoss.neg_overlap must be in (0, overlap_threshold="
                               f"{overlap_threshold}], got {self.neg_overlap!r}")
         self.neg_pos_ratio = neg_pos_ratio

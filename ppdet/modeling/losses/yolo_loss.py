@@ -2,7 +2,7 @@
 import paddle
 from paddle.vision.ops import yolo_loss
 
-from ppdet.core.config import ConfigError
+from ppdet.core.errors import ConfigError
 from ppdet.core.registry import LOSSES
 
 __all__ = ["YOLOv3Loss"]
