@@ -122,3 +122,47 @@ def test_merge_matches_paddleslim(tmp_path):
     ours = merge_files([str(a), str(b)])
     theirs = merge_sensitive([pickle.loads(a.read_bytes()), pickle.loads(b.read_bytes())])
     assert ours == {k: {norm_ratio(r): v for r, v in d.items()} for k, d in theirs.items()}
+
+
+def _new_fp(weights="w1"):
+    return {"model config": "m", "weights": weights, "eval set": "e-new", "eval reader": "r",
+            "metric": "VOC", "map_type": "integral", "criterion": "l1_norm",
+            "_legacy eval set": "e-old"}
+
+
+def _write_legacy_sidecar(f, weights="w1"):
+    import json
+
+    from ppdet.slim.sensitivity_store import FORMAT, META_SUFFIX
+    with open(f, "wb") as fh:
+        pickle.dump({"conv1_weights": {0.1: 0.02}}, fh, protocol=2)
+    with open(f + META_SUFFIX, "w") as fh:
+        json.dump({"format": FORMAT, "baseline": 0.5,
+                   "fingerprint": {"model config": "m", "weights": weights,
+                                   "eval set": "e-old", "criterion": "l1_norm"}}, fh)
+
+
+def test_a_sidecar_of_the_older_fingerprint_is_upgraded_not_refused(tmp_path, capsys):
+    """Files measured before metric/map_type entered the fingerprint keep their records:
+    the old keys (eval set by the old digest) are compared, then the sidecar is rewritten."""
+    import json
+    f = str(tmp_path / "old.data")
+    _write_legacy_sidecar(f)
+    store = SensitivityStore(f, _new_fp())
+    assert store.baseline == 0.5                 # no new baseline evaluation
+    store.add("conv1_weights", 0.2, 0.05)
+    assert load_sensitivities_file(f)["conv1_weights"] == {0.1: 0.02, 0.2: 0.05}
+    meta = json.load(open(f + ".meta.json"))
+    assert meta["fingerprint"]["map_type"] == "integral" and meta["baseline"] == 0.5
+    assert "_legacy eval set" not in meta["fingerprint"]
+    assert "upgraded" in capsys.readouterr().out
+    SensitivityStore(f, _new_fp()).add("conv1_weights", 0.3, 0.07)   # now a plain match
+
+
+def test_an_older_sidecar_from_other_weights_is_still_refused(tmp_path):
+    f = str(tmp_path / "old.data")
+    _write_legacy_sidecar(f, weights="w-other")
+    before = open(f, "rb").read()
+    with pytest.raises(UserError, match="another weights"):
+        SensitivityStore(f, _new_fp())
+    assert open(f, "rb").read() == before

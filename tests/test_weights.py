@@ -22,7 +22,9 @@ from ppdet.modeling.heads.ssd_head import make_priors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures", "weights")
-CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+SHAPES_CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+# static-era weights come from PaddleDetection's YOLOv3-MobileNetV1: its backbone taps
+CFG = os.path.join(ROOT, "tests/fixtures/weights/shapes_paddledet_taps.yml")
 DET2X_CFG = os.path.join(FIX, "yolov3_det2x.yml")
 DET2X = os.path.join(FIX, "det2x_yolov3_mobilenet_v1_x0_25_c4.pdparams")
 SSD2X_CFG = os.path.join(FIX, "ssd_det2x.yml")
@@ -285,7 +287,7 @@ def test_det2x_yolov3_reproduces_paddledetection_outputs_and_converts(tmp_path, 
     err = _user_error(convert, [out_file, "-c", DET2X_CFG, "--output", out_file], capsys)
     assert "is the input" in err
     # other backbone taps would load silently and compute something else: refused
-    taps = build_model(load_config(CFG, ["YOLOv3Head.channels=[32,16,8]"]))
+    taps = build_model(load_config(SHAPES_CFG, ["YOLOv3Head.channels=[32,16,8]"]))
     with pytest.raises(W.CheckpointError, match="conv3_2, conv4_2, conv6.*feature_maps"):
         ckpt.load_weights(taps, DET2X)
 
@@ -433,7 +435,7 @@ def test_static_era_paddledetection_ssd_folder_loads_with_the_same_outputs(tmp_p
 
 def test_paddleclas_v1_backbone_as_pretrain_weights(tmp_path, capsys):
     ref = np.load(CLAS_V1.replace(".pdparams", "_io.npz"))
-    model = build_model(load_config(CFG))
+    model = build_model(load_config(SHAPES_CFG))     # its taps: the reference's feature maps
     head_before = {p.name: p.numpy().copy() for p in model.yolo_head.parameters()}
     load_pretrain(model, CLAS_V1)
     out = capsys.readouterr().out.strip().splitlines()
@@ -510,3 +512,23 @@ def test_transfer_to_another_class_count_skips_the_class_layers(tmp_path, capsys
     out = capsys.readouterr().out
     assert "class-dependent layers yolo_output.0.conv" in out
     assert any(f.endswith(".pdparams") for _, _, fs in os.walk(tmp_path / "ft") for f in fs)
+
+
+def test_static_era_weights_into_a_config_with_other_taps_are_refused(tmp_path, capsys):
+    """conv4_1/conv5_5 have the shapes of conv3_2/conv4_2: without this check PaddleDetection
+    weights would load into the shipped shapes/BCCD taps and compute something else."""
+    folder = _write_static(_random_model(), str(tmp_path / "model_final"))
+    evaluate = _tool("tools/eval.py", "eval_tool_taps")
+    err = _user_error(evaluate, ["-c", SHAPES_CFG, "-o", f"weights={folder}"], capsys)
+    assert "conv3_2, conv4_2, conv6" in err and "feature_maps" in err
+
+
+def test_our_checkpoint_records_its_backbone_taps_and_refuses_other_taps(tmp_path):
+    src = _random_model(SHAPES_CFG)
+    ckpt.save_checkpoint(src, str(tmp_path / "m"))
+    with pytest.raises(W.CheckpointError, match="conv4_1, conv5_5, conv6, this config reads "
+                                                "conv3_2, conv4_2, conv6"):
+        ckpt.load_weights(build_model(load_config(CFG)), str(tmp_path / "m"))
+    same = build_model(load_config(SHAPES_CFG))
+    ckpt.load_weights(same, str(tmp_path / "m"))
+    _same_params(src, same)

@@ -36,6 +36,8 @@ def main(argv=None):
     metric.log()
     if args.output_eval:
         print(f"detections written to {os.path.join(args.output_eval, 'bbox.json')}")
+    else:
+        print("wrote nothing (pass --output_eval DIR to keep the detections as bbox.json)")
     return result
 
 

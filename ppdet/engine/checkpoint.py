@@ -77,6 +77,7 @@ def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=No
     state[META_KEY] = {"channel_plan": plan or {}, "prune_plan": cuts, "epoch": epoch,
                        "removed_layers": list(getattr(model, "removed_layers", [])),
                        "config_shapes": getattr(model, "config_shapes", None),
+                       "backbone_taps": _backbone_taps(model),
                        **(extra or {})}
     atomic_write_bytes(path + ".pdparams", _to_bytes(state))
     if optimizer is not None:
@@ -125,9 +126,22 @@ def apply_channel_plan(model, plan):
     return model
 
 
+def _backbone_taps(model):
+    """The backbone layers the neck reads: same shapes, other features, so shapes alone
+    cannot tell two configs apart (conv4_1 vs conv3_2 in MobileNetV1)."""
+    taps = getattr(getattr(model, "backbone", None), "feature_maps", None)
+    return [str(t) for t in taps] if taps is not None else None
+
+
 def check_same_config(model, meta, path):
     """Weights saved from another config (other classes, width, backbone) are refused even
     when a channel plan would make them fit: the plan only replays pruning."""
+    theirs_taps, our_taps = meta.get("backbone_taps"), _backbone_taps(model)
+    if theirs_taps is not None and our_taps is not None and theirs_taps != our_taps:
+        raise CheckpointError(
+            f"{path} was trained with the backbone read at {', '.join(theirs_taps)}, this "
+            f"config reads {', '.join(our_taps)}: pass the config the weights were trained "
+            f"with (or set its backbone feature_maps to match)")
     theirs, ours = meta.get("config_shapes"), getattr(model, "config_shapes", None)
     if not theirs or not ours:
         return

@@ -632,9 +632,11 @@ def _taps_problem(model, source):
     conv6; conv4_1 / conv5_5 have the same shapes, so other taps load silently and compute
     something else. The message, or None."""
     backbone = getattr(model, "backbone", None)
-    if source.kind != "det2x" or not hasattr(model, "yolo_head") or \
+    # static-era folders and name-keyed files come from the same PaddleDetection model
+    if source.kind not in ("det2x", "static", "names") or not hasattr(model, "yolo_head") or \
             type(backbone).__name__ != "MobileNetV1" or \
-            not any(str(k).startswith("neck.yolo_block") for k in source.tensors):
+            not any(str(k).startswith(("neck.yolo_block", "yolo_block."))
+                    for k in source.tensors):
         return None
     if list(backbone.feature_maps) == _PADDLEDET_TAPS:
         return None

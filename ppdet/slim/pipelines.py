@@ -81,7 +81,7 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if not records:
         raise UserError(f"the eval set {dataset.anno_path} holds no images")
     weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
-    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion)
+    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion, records=records)
     # the file is checked (and refused) before the slow steps: caching, baseline
     store = SensitivityStore(sensitivities_file, fp, adopt=adopt)
     load_weights(model, weights)
@@ -99,6 +99,9 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
         f"{len(cache)} eval images, {mode} mode, loss on {metric.headline} -> {store.path}")
     data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
                            progress=progress, log=log, label=metric.headline)
+    n = sum(len(v) for v in data.values())
+    log(f"wrote {store.path} ({n} measurements of {len(data)} convs in all) and "
+        f"{store.meta_path}")
     return SensitivityResult(data, params, ratios, store.path, store.baseline)
 
 

@@ -8,6 +8,7 @@ import copy
 import hashlib
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -18,7 +19,8 @@ from ppdet.core.errors import UserError
 from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
 
-__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest", "plan_pairs",
+__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest",
+           "legacy_eval_set_digest", "plan_pairs",
            "run_sensitivity", "RealPruneMeasure", "MaskedMeasure"]
 
 
@@ -39,7 +41,8 @@ class EvalCache:
         self.im_shape = np.zeros((n, 2), "float32")
         self.scale_factor = np.zeros((n, 2), "float32")
         self.im_id = np.zeros((n,), "int64")
-        with tqdm(records, desc="caching eval set", disable=not progress, leave=False) as bar:
+        bar_on = progress and sys.stderr.isatty()       # redirected logs get no bar updates
+        with tqdm(records, desc="caching eval set", disable=not bar_on, leave=False) as bar:
             for i, rec in enumerate(bar):    # closed (and cleared) on an error too
                 self._add(i, rec, transform)
 
@@ -105,11 +108,22 @@ def eval_set_digest(records):
     return h.hexdigest()
 
 
+def legacy_eval_set_digest(records, sample_transforms):
+    """The eval-set digest that sidecars written before the metric entered the fingerprint
+    hold (boxes and reader transforms, no classes): lets their files be upgraded in place."""
+    h = hashlib.sha256()
+    for rec in records:
+        h.update(f"{os.path.basename(rec['im_file'])}:{rec['im_id']}:"
+                 f"{rec['gt_bbox'].round(2).tolist()}".encode())
+    h.update(json.dumps(sample_transforms, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def fingerprint(cfg, weights_path, eval_set, criterion):
+def fingerprint(cfg, weights_path, eval_set, criterion, records=None):
     """What a measured number depends on; records measured under another are refused.
 
     Covers the model config, the weights file, the eval set (``eval_set``: an
@@ -125,11 +139,14 @@ def fingerprint(cfg, weights_path, eval_set, criterion):
     from ppdet.engine.weights import digest_path
     metric = str(cfg.get("metric", "VOC")).upper()
     reader = (cfg.get("EvalReader") or {}).get("sample_transforms")
-    return {"model config": _digest(model_cfg), "weights": digest_path(weights_path),
-            "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
-            "eval reader": _digest(reader), "metric": metric,
-            "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",
-            "criterion": criterion}
+    fp = {"model config": _digest(model_cfg), "weights": digest_path(weights_path),
+          "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
+          "eval reader": _digest(reader), "metric": metric,
+          "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",
+          "criterion": criterion}
+    if records is not None:     # compared only against an older sidecar, never stored
+        fp["_legacy eval set"] = legacy_eval_set_digest(records, reader)
+    return fp
 
 
 def plan_pairs(params, ratios, shards=1, shard_id=0):
@@ -211,12 +228,26 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if len(todo) < len(mine):
         log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
             f"{store.path}")
-    bar = tqdm(todo, desc="sensitivity", disable=not progress, dynamic_ncols=True)
-    for name, ratio in bar:
+    # a live bar on a terminal; in a redirected log (nohup) one line per measurement that
+    # carries the count and the ETA instead of hundreds of carriage-return updates
+    bar_on = progress and sys.stderr.isatty()
+    bar = tqdm(todo, desc="sensitivity", disable=not bar_on, dynamic_ncols=True)
+    start = time.time()
+    for i, (name, ratio) in enumerate(bar, 1):
         value, kept = measure(name, ratio)
         loss = (store.baseline - value) / store.baseline
         store.add(name, ratio, loss)
-        (bar.write if progress else log)(
-            f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
-            f"loss {loss:.4f}")
+        line = (f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
+                f"loss {loss:.4f}")
+        if bar_on:
+            bar.write(line)
+        else:
+            eta = (time.time() - start) / i * (len(todo) - i)
+            log(f"[{i}/{len(todo)}, ETA {_clock(eta)}] {line}")
     return store.data
+
+
+def _clock(seconds):
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -111,9 +111,24 @@ class SensitivityStore:
                 f"records cannot be checked against this model: pass --adopt to add to it "
                 f"anyway, or use another --sensitivities_file")
 
+    # keys of the fingerprint before the metric, map_type and eval reader entered it: such
+    # a sidecar is compared on these (its eval set by the old digest) and then upgraded
+    _LEGACY_KEYS = ("model config", "weights", "criterion")
+
+    def _legacy(self, theirs):
+        """Whether ``theirs`` is an older sidecar's fingerprint that matches this run: it was
+        written when only the VOC metric could be measured and map_type was not recorded."""
+        if "metric" in theirs or "_legacy eval set" not in self.fingerprint:
+            return False
+        return (all(theirs.get(k) == self.fingerprint.get(k) for k in self._LEGACY_KEYS)
+                and theirs.get("eval set") == self.fingerprint["_legacy eval set"]
+                and self.fingerprint.get("metric") == "VOC")
+
     def _check(self, meta):
         theirs = meta.get("fingerprint") or {}
-        for key, value in self.fingerprint.items():
+        if self._legacy(theirs):
+            return "legacy"
+        for key, value in self._stored_fingerprint().items():
             if theirs.get(key) != value:
                 def short(v):
                     return "absent" if v is None else str(v)[:12]
@@ -122,8 +137,12 @@ class SensitivityStore:
                     f"there, {short(value)} now): use another --sensitivities_file, or delete "
                     f"it and its {META_SUFFIX} to start over")
 
+    def _stored_fingerprint(self):
+        return {k: v for k, v in self.fingerprint.items() if not k.startswith("_")}
+
     def _write_meta(self, baseline):
-        meta = {"format": FORMAT, "fingerprint": self.fingerprint, "baseline": baseline}
+        meta = {"format": FORMAT, "fingerprint": self._stored_fingerprint(),
+                "baseline": baseline}
         atomic_write_bytes(self.meta_path, json.dumps(meta, indent=1).encode())
 
     def _claim(self):
@@ -135,7 +154,12 @@ class SensitivityStore:
             self._check_adoptable(on_disk)
             self._write_meta(self.baseline)
             return {"baseline": self.baseline}
-        self._check(meta)
+        if self._check(meta) == "legacy":     # upgrade the older sidecar, keep its baseline
+            self._write_meta(meta.get("baseline"))
+            print(f"note: upgraded {os.path.basename(self.meta_path)} written by an older "
+                  f"version; it did not record map_type, taken as "
+                  f"{self.fingerprint.get('map_type')}")
+            meta = self._read_meta()
         return meta
 
     def set_baseline(self, value):
