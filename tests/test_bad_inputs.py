@@ -118,6 +118,9 @@ def ctx(tmp_path_factory, shapes_root):
     c["sens_other"] = sens_file("other.data", {**fp, "weights": "0" * 64})
     c["sens_plain"] = sens_file("plain.data")
     c["sens_badmeta"] = sens_file("badmeta.data", meta_text="{not json")
+    c["sens_alien"] = os.path.join(root, "alien.data")     # PaddleSlim-style, another model
+    with open(c.sens_alien, "wb") as f:
+        pickle.dump({"conv2d_99.w_0": {0.1: 0.01, 0.5: 0.2}}, f, protocol=2)
     c["junk"] = os.path.join(root, "junk.data")
     with open(c.junk, "wb") as f:
         f.write(b"not a pickle")
@@ -273,6 +276,8 @@ CASES = [
     ("analyze-flops-no-config", A, lambda c: [c.sens, "--target_flops", "0.5"],
      ["--target_flops needs --config"]),
     ("analyze-junk", A, lambda c: [c.junk, "--loss", "0.1"], ["junk.data"]),
+    ("analyze-flops-other-model", A, lambda c: [c.sens_alien, "--target_flops", "0.3", "-c",
+                                                c.cfg], ["conv2d_99.w_0"]),
     ("analyze-plot-folder", A, lambda c: [c.sens, "--plot", c.folder], ["a_folder"]),
     ("analyze-missing", A, lambda c: [c.root + "/nothing.data"], ["nothing.data"]),
     ("merge-corrupt-sidecar", M, lambda c: [c.sens, c.sens_badmeta, "-o", c.root + "/m.data"],
@@ -310,6 +315,9 @@ CASES = [
                                          c.root], ["--infer_img", "--infer_dir"]),
     ("infer-threshold", IN, lambda c: ["-c", c.cfg, "--infer_img", c.bad_jpg,
                                        "--draw_threshold", "1.5"], ["--draw_threshold 1.5"]),
+    ("infer-over-its-inputs", IN, lambda c: [
+        "-c", c.cfg, "--infer_dir", os.path.dirname(c.bad_jpg), "--output_dir",
+        os.path.dirname(c.bad_jpg)], ["JPEGImages", "overwrite"]),
     ("convert-missing-source", "tools/convert_weights.py", lambda c: [
         "-c", c.cfg, c.root + "/missing.tar", "--output", c.root + "/converted.pdparams"],
      ["missing.tar"]),
@@ -320,6 +328,9 @@ CASES = [
     # --- deploy/ and the other slim/prune scripts ------------------------------------------
     ("deploy-corrupt-image", D, lambda c: ["--model_dir", c.export, "--image_file", c.bad_jpg],
      ["val_00001.jpg"]),
+    ("deploy-over-its-input", D, lambda c: ["--model_dir", c.export, "--image_file",
+                                            c.bad_jpg, "--output_dir",
+                                            os.path.dirname(c.bad_jpg)], ["overwrite"]),
     ("deploy-missing-image", D, lambda c: ["--model_dir", c.export, "--image_file",
                                            c.root + "/none.jpg"], ["none.jpg"]),
     ("deploy-no-export", D, lambda c: ["--model_dir", c.folder, "--image_file", c.bad_jpg],

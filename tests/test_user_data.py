@@ -101,6 +101,27 @@ def test_num_classes_is_checked_against_the_categories(tmp_path, shapes_root, ca
     build_dataset(load_config(SHAPES_CFG, ["num_classes=3"]), "test")   # test mode: no check
 
 
+def test_training_with_eval_reports_the_eval_set_before_training(tmp_path, shapes_root,
+                                                                   capsys):
+    """A class count the eval set disagrees with stops train.py --eval at once, not after
+    the first snapshot's training."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("train_tool_early",
+                                                  os.path.join(ROOT, "tools/train.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    anno = _coco_with_unused_parent(tmp_path)
+    save = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        tool.main(["-c", SHAPES_CFG, "--eval", "-o", "epoch=1", f"save_dir={save}",
+                   f"EvalDataset=!COCODataSet {{dataset_dir: {SHAPES_COCO}, image_dir: images, "
+                   f"anno_path: {anno}}}"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "num_classes is 4" in err and "Traceback" not in err
+    assert not save.exists() or not any(save.rglob("*.pdparams"))    # nothing trained
+
+
 # --- 6. data defects and skip_bad_images ------------------------------------------------------
 def test_training_skips_unreadable_images_only_when_asked(tmp_path, shapes_root, capsys):
     voc = tmp_path / "voc"
@@ -169,6 +190,15 @@ def test_merge_keeps_what_the_output_holds(tmp_path):
         s.add(CONV, ratio, ratio)
     merged = merge_with_sidecars([a], out)
     assert merged == {CONV: {0.1: 0.1, 0.2: 0.2}}
+    # records of unknown origin (no sidecar) never enter a fingerprinted file unasked
+    plain = str(tmp_path / "plain.data")
+    with open(plain, "wb") as f:
+        pickle.dump({CONV: {0.5: 0.3}}, f, protocol=2)
+    before = open(out, "rb").read()
+    with pytest.raises(UserError, match="plain.data has no sidecar.*--adopt"):
+        merge_with_sidecars([plain], out)
+    assert open(out, "rb").read() == before
+    assert merge_with_sidecars([plain], out, adopt=True)[CONV][0.5] == 0.3
 
 
 # --- 7. outputs ------------------------------------------------------------------------------

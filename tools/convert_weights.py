@@ -14,7 +14,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
+from ppdet.utils.cli import (  # noqa: E402
+    ArgsParser,
+    UserError,
+    check_writable_file,
+    load_config_from_args,
+    run_main,
+)
 
 
 @run_main
@@ -26,6 +32,9 @@ def main(argv=None):
                         help="allow model tensors the weights lack or have in another shape")
     parser.add_argument("--quiet", action="store_true", help="print the totals only")
     args = parser.parse_args(argv)
+    if not args.output.endswith(".pdparams"):     # checked before the source is read
+        raise UserError(f"--output must end in .pdparams (got {args.output})")
+    check_writable_file("--output", args.output)
     cfg = load_config_from_args(args)
 
     from ppdet.engine.checkpoint import convert_weights

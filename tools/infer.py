@@ -12,6 +12,7 @@ from ppdet.utils.cli import (  # noqa: E402
     ArgsParser,
     UserError,
     check_conflicts,
+    check_not_inputs,
     check_range,
     check_writable_dir,
     load_config_from_args,
@@ -48,6 +49,7 @@ def main(argv=None):
     check_range("--draw_threshold", args.draw_threshold, 0, 1)
     check_writable_dir("--output_dir", args.output_dir)
     files = _images(args)
+    check_not_inputs("--output_dir", args.output_dir, files)
     cfg = load_config_from_args(args)
 
     import cv2

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from ppdet.utils.cli import (  # noqa: E402
     ArgumentParser,
     UserError,
+    check_not_inputs,
     check_range,
     check_writable_dir,
     run_main,
@@ -32,6 +33,7 @@ def main(argv=None):
     check_range("--threshold", args.threshold, 0, 1)
     check_range("--cpu_threads", args.cpu_threads, 1)
     check_writable_dir("--output_dir", args.output_dir)
+    check_not_inputs("--output_dir", args.output_dir, [args.image_file])
     for need in ("model.pdmodel", "infer_cfg.yml"):
         if not os.path.isfile(os.path.join(args.model_dir, need)):
             raise UserError(f"{os.path.join(args.model_dir, need)} not found: export the "

@@ -122,6 +122,11 @@ class Trainer:
     def train(self, validate=False):
         epochs = int(self.cfg.get("epoch", 1))
         snapshot = int(self.cfg.get("snapshot_epoch", 1))
+        if validate and self.rank == 0 and self._eval is None:
+            # the eval set's defects (missing files, a class count that disagrees) are
+            # reported now, not after the first snapshot's hours of training
+            loader = build_reader(self.cfg, "eval")
+            self._eval = (loader, build_metric_for(self.cfg, loader.dataset))
         self._wrap_parallel()
         for hook in self.hooks:
             if hasattr(hook, "before_train"):

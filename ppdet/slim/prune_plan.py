@@ -10,8 +10,22 @@ from ppdet.slim.params import conv_table, parse_ratios, select_groups, select_pa
 from ppdet.slim.plan import Costs, count_params
 from ppdet.slim.pruner import FilterPruner
 
-__all__ = ["choose_ratios", "pair_ratios", "destructive_warnings", "align_ratios",
-           "count_params", "prune_model", "summary"]
+__all__ = ["choose_ratios", "check_sensitivities_fit", "pair_ratios", "destructive_warnings",
+           "align_ratios", "count_params", "prune_model", "summary"]
+
+
+def check_sensitivities_fit(graph, sens, path, groups=True):
+    """Every conv a sensitivities file names belongs to this model (and, with ``groups``,
+    has a pruning group of its own, as FLOPs searches need): else one line naming it."""
+    names = {p.name for p in graph.model.parameters()}
+    unknown = [n for n in sens if n not in names]
+    if unknown:
+        raise UserError(f"{path} names '{unknown[0]}', which this model does not have: it "
+                        f"was measured on another model")
+    untied = [n for n in sens if not graph.has(n)] if groups else []
+    if untied:
+        raise UserError(f"{path} measures '{untied[0]}', which has no pruning group of its "
+                        f"own: analyse the conv it follows")
 
 
 def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
@@ -33,19 +47,13 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                 raise UserError(f"{sensitivities_file} has no measurements for '{missing[0]}'"
                                 f": analyse it with slim/sensitive/sensitive.py first")
             sens = {n: sens[n] for n in wanted}
-        unknown = [n for n in sens if n not in {p.name for p in model.parameters()}]
-        if unknown:
-            raise UserError(f"{sensitivities_file} names '{unknown[0]}', which this model "
-                            f"does not have: it was measured on another model")
+        check_sensitivities_fit(graph, sens, sensitivities_file, groups=False)
         if loss is not None:
             ratios = search.ratios_by_loss(sens, loss)
             if not ratios:
                 raise UserError(f"no conv stays under loss {loss}: raise --loss")
             return ratios, f"ratios for loss <= {loss}"
-        untied = [n for n in sens if not graph.has(n)]
-        if untied:
-            raise UserError(f"{sensitivities_file} measures '{untied[0]}', which has no "
-                            f"pruning group of its own: analyse the conv it follows")
+        check_sensitivities_fit(graph, sens, sensitivities_file)
         try:
             threshold, ratios, got = search.loss_for_flops(Costs(graph, image_size), sens,
                                                            target_flops)

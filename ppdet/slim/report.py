@@ -202,20 +202,27 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     model = build_model(cfg)
     load_weights(model, weights)
     loader = build_reader(cfg, "eval")
-    result = evaluate(model, loader, build_metric_for(cfg, loader.dataset), progress=False)
+    metric = build_metric_for(cfg, loader.dataset)
+    result = evaluate(model, loader, metric, progress=False)
     size = image_size_for(cfg, "test")
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
-    return {"mAP": result["mAP"] * 100, "params": count_params(model) / 1e6,
+    return {"mAP": result["mAP"] * 100, "metric": metric.headline,
+            "params": count_params(model) / 1e6,
             "flops": count_flops(model, size) / 1e6, "size": mb,
             "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads)}
+
+
+def _metric_label(row):
+    """The column's name: the metric's headline (VOC mAP or COCO AP 0.50:0.95), x100."""
+    return f"{row.get('metric', 'mAP(0.50, 11point)')}, x100"
 
 
 def report_table(rows):
     """Markdown: one row per (label, model_row)."""
     base = rows[0][1]
-    lines = ["| model | mAP (VOC, x100) | params (M) | FLOPs (M) | size (MB) | latency (ms) "
-             "| speed-up |", "|---|---|---|---|---|---|---|"]
+    lines = [f"| model | {_metric_label(base)} | params (M) | FLOPs (M) | size (MB) | "
+             f"latency (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
     for label, r in rows:
         lines.append(f"| {label} | {r['mAP']:.2f} | {r['params']:.3f} | {r['flops']:.1f} "
                      f"({r['flops'] / base['flops'] - 1:+.0%}) | {r['size']:.2f} | "
@@ -230,7 +237,7 @@ def stage_table(rows):
     lines = ["| metric | " + " | ".join(label for label, _ in rows) + " |",
              "|---" * (len(rows) + 1) + "|"]
     cells = {
-        "mAP (VOC, x100)": lambda r: f"{r['mAP']:.2f}",
+        _metric_label(base): lambda r: f"{r['mAP']:.2f}",
         "parameters": lambda r: f"{int(round(r['params'] * 1e6)):,}",
         "FLOPs (M)": lambda r: f"{r['flops']:.1f} ({r['flops'] / base['flops'] - 1:+.0%})",
         "latency (ms)": lambda r: f"{r['latency']:.2f}",

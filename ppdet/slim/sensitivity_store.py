@@ -236,7 +236,14 @@ def merge_with_sidecars(paths, output, adopt=False):
         raise UserError(f"-o {output} is a folder: give a file path")
     merged = merge_files(paths)
     metas = [(p, read_meta(p + META_SUFFIX)) for p in paths]
+    bare = [p for p, m in metas if m is None]
     metas = [(p, m) for p, m in metas if m is not None]
+    out_meta = read_meta(os.path.abspath(output) + META_SUFFIX) \
+        if os.path.exists(os.path.abspath(output) + META_SUFFIX) else None
+    if bare and (metas or out_meta is not None) and not adopt:
+        # records nothing can check would join files whose origin is known
+        raise UserError(f"{bare[0]} has no sidecar, so its records cannot be checked against "
+                        f"the other files: pass --adopt to merge it anyway, or leave it out")
     for p, meta in metas[1:]:
         for key, value in meta.get("fingerprint", {}).items():
             first = metas[0][1].get("fingerprint", {}).get(key)

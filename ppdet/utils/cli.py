@@ -14,7 +14,7 @@ from ppdet.core.errors import ConfigError, DataError, UserError, WriteError
 
 __all__ = ["ArgumentParser", "ArgsParser", "UserError", "ConfigError", "DataError",
            "WriteError", "run_main", "load_config_from_args", "check_range", "check_conflicts",
-           "check_writable_file", "check_writable_dir", "one_line"]
+           "check_writable_file", "check_writable_dir", "check_not_inputs", "one_line"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -117,6 +117,16 @@ def check_writable_file(name, path):
         raise UserError(f"{name} {path}: the file is not writable (permission denied)")
     check_writable_dir(name, os.path.dirname(os.path.abspath(path)))
     return path
+
+
+def check_not_inputs(option, out_dir, inputs):
+    """Drawn images keep their names: an ``out_dir`` holding an input image would overwrite
+    it, so that is refused before anything runs."""
+    out = os.path.abspath(out_dir)
+    for path in inputs:
+        if os.path.dirname(os.path.abspath(path)) == out:
+            raise UserError(f"{option} {out_dir} holds the input image {path}: the drawn image "
+                            f"would overwrite it; pick another {option}")
 
 
 # --- main wrapper ---------------------------------------------------------------------------

@@ -60,7 +60,10 @@ def main(argv=None):
         from ppdet.slim.plan import Costs
         from ppdet.slim.search import SearchError, loss_for_flops
         cfg = load_config(args.config, args.opt)
-        costs = Costs(PruneGraph.of(build_model(cfg)), image_size_for(cfg, "eval"))
+        from ppdet.slim.prune_plan import check_sensitivities_fit
+        graph = PruneGraph.of(build_model(cfg))
+        check_sensitivities_fit(graph, sens, args.sensitivities_file)
+        costs = Costs(graph, image_size_for(cfg, "eval"))
         try:
             threshold, ratios, got = loss_for_flops(costs, sens, args.target_flops)
         except SearchError as e:
