@@ -5,25 +5,25 @@ config's deploy input size, the way an exported model runs):
 
 - ``full_ms``: the whole exported model (pre-processing is outside the predictor;
   decode, NMS and every layer pruning never touches are inside it);
+- for every conv a prunable group touches (its producers as deployed: conv + BN +
+  activation; its depthwise followers; the input side of its consumers), that conv alone
+  at full width (``base``), timed as a one-conv program at its deploy input size;
 - for every prunable group of the :class:`~ppdet.slim.graph.PruneGraph` (the one place
-  groups are defined) and every channel count ``k`` it can keep (the multiples of ``step``
-  up to its size, its size, and any extra counts asked for, e.g. those current ratios
-  give): the latency of a small network holding exactly the layers whose shapes depend on
-  ``k``, built at their deploy input sizes and exported once each:
-  every producer conv as deployed (conv + BN + activation, ``k`` filters, its full input),
-  its depthwise followers (``k`` channels), and the input side of every consumer (``k``
-  input channels of the group, its other inputs and its filters at full width).
+  groups are defined) and every channel count ``k`` it can keep under its size (the
+  multiples of ``step``, and any extra counts asked for, e.g. those current ratios give):
+  each of those convs again with the group at ``k`` and everything else full.
 
-**The model** (additive, first order): ``latency(plan) = fixed + sum over groups of
-T(group, kept)`` with ``fixed = full_ms - sum over groups of T(group, size)``. ``fixed``
-is therefore everything the groups do not change (decode, NMS, untouched layers) minus
-what is counted twice at full width (a conv that produces one group and consumes another
-sits in both groups' networks). A plan that changes one group is predicted exactly from
-its measured point. Counts between measured ones are interpolated linearly; below the
-smallest measured count the first two are extrapolated (never under zero). Not modelled:
-the cross term of a conv whose input and output groups both shrink (its true saving is
-smaller than the sum of the two by about ``dIn * dOut / (In * Out)`` of its time), and
-cache effects between layers; bench/bench_latency.py measures how far this goes.
+**The model**: ``latency(plan) = fixed + sum over convs u of base_u * prod over the groups
+g touching u of piece_{g,u}(k_g) / base_u``, with ``fixed = full_ms - sum of base``: the
+part no pruning changes (decode, NMS, the layers no group touches). A conv whose input and
+output groups both shrink scales by both ratios (its FLOPs are bilinear in the two
+counts), which a sum of per-group savings gets badly wrong (a conv pruned 50% on each side
+keeps 25% of its work, not 0%). ``T(group, k)``, the sum of the group's pieces at ``k``,
+is what a group costs. A plan that changes one group is predicted exactly from its
+measured points (``full_ms + T(g, k) - T(g, size)``); counts between measured ones are
+interpolated linearly per conv, below the smallest measured count extrapolated. Not
+modelled: cache effects between layers and the layers' own overheads in a bigger program;
+bench/bench_latency.py measures how far the model goes.
 
 The table is a JSON file beside the model, keyed by device, threads, input size and the
 config's structure (a digest of the groups and conv shapes); one from another key is
@@ -136,14 +136,15 @@ def _conv_spec(graph, conv_path, in_ch, out_ch, hw):
 
 
 def group_specs(graph, group, kept, shapes):
-    """The layer specs whose shapes depend on ``group`` keeping ``kept`` channels."""
-    specs = []
+    """``{conv path: spec}``: the layers whose shapes depend on ``group`` keeping ``kept``
+    channels, everything else at full width."""
+    specs = {}
     for p in group.producers:
         c, h, w = shapes[p]
         if p in group.depthwise:
-            specs.append(_conv_spec(graph, p, kept, kept, (h, w)))
+            specs[p] = _conv_spec(graph, p, kept, kept, (h, w))
         else:
-            specs.append(_conv_spec(graph, p, c, kept, (h, w)))
+            specs[p] = _conv_spec(graph, p, c, kept, (h, w))
     for p in group.consumers:
         if p in group.producers:
             continue
@@ -153,7 +154,7 @@ def group_specs(graph, group, kept, shapes):
         per = np.bincount(member.channels[member.channels >= 0]).max() \
             if (member.channels >= 0).any() else 0
         in_ch = c - (group.size - kept) * int(per)
-        specs.append(_conv_spec(graph, p, in_ch, graph.layers[p]._out_channels, (h, w)))
+        specs[p] = _conv_spec(graph, p, in_ch, graph.layers[p]._out_channels, (h, w))
     return specs
 
 
@@ -257,21 +258,26 @@ def counts_for(size, step=8, extra=(), max_counts=None):
 # --- the table -----------------------------------------------------------------------------
 
 class LatencyTable:
-    """``entries``: ``{group key: {kept: ms}}``; ``full_ms``: the whole model."""
+    """``base``: ``{conv path: ms}`` of every conv a group touches, at full width;
+    ``entries``: ``{group key: {kept: {conv path: ms}}}`` for counts under the group's
+    size (at its size every piece is its ``base``); ``full_ms``: the whole model."""
 
-    def __init__(self, key, entries=None, full_ms=None, sizes=None, path=None):
+    def __init__(self, key, entries=None, full_ms=None, sizes=None, path=None, base=None):
         self.key = key
-        self.entries = {g: {int(k): float(v) for k, v in e.items()}
+        self.entries = {g: {int(k): {u: float(v) for u, v in p.items()} for k, p in e.items()}
                         for g, e in (entries or {}).items()}
+        self.base = {u: float(v) for u, v in (base or {}).items()}
         self.full_ms = full_ms
-        self.sizes = dict(sizes or {})
+        self.sizes = {g: int(s) for g, s in (sizes or {}).items()}
         self.path = path
+        self.members = {}                     # group key -> conv paths, from its entries
+        self._touch = None
 
     # persistence
     def to_json(self):
         return {"format": FORMAT, "key": self.key, "full_ms": self.full_ms,
-                "sizes": self.sizes,
-                "entries": {g: {str(k): v for k, v in sorted(e.items())}
+                "sizes": self.sizes, "base": self.base,
+                "entries": {g: {str(k): p for k, p in sorted(e.items())}
                             for g, e in self.entries.items()}}
 
     @classmethod
@@ -289,7 +295,7 @@ class LatencyTable:
             raise LatencyTableError(f"{path} is not a latency table ({FORMAT}): build it "
                                     f"with slim/prune/latency_table.py")
         table = cls(data["key"], data.get("entries"), data.get("full_ms"),
-                    data.get("sizes"), path)
+                    data.get("sizes"), path, data.get("base"))
         if key is not None:
             table.check(key)
         return table
@@ -303,24 +309,36 @@ class LatencyTable:
                     f"here, {key.get(field)} wanted): build one for this target with "
                     f"slim/prune/latency_table.py")
 
+    def has(self, group, kept):
+        return int(kept) == self.sizes.get(group) or int(kept) in self.entries.get(group, {})
+
     @property
     def complete(self):
-        return self.full_ms is not None and all(
-            self.sizes[g] in self.entries.get(g, {}) for g in self.sizes)
+        return self.full_ms is not None and bool(self.sizes) and all(
+            g in self.entries or self.sizes[g] <= 1 for g in self.sizes)
 
     def counts(self, group):
-        return sorted(self.entries.get(group, {}))
+        """Measured counts of ``group``, its size included."""
+        return sorted({*self.entries.get(group, {}), self.sizes[group]})
+
+    def _members(self, group):
+        if group not in self.members:
+            e = self.entries.get(group, {})
+            self.members[group] = sorted({u for p in e.values() for u in p})
+        return self.members[group]
 
     # prediction
-    def group_ms(self, group, kept):
-        """T(group, kept): measured, interpolated, or extrapolated below the first count."""
-        e = self.entries[group]
+    def piece_ms(self, group, conv, kept):
+        """One conv's ms with ``group`` at ``kept`` (all else full): measured, linear
+        between measured counts, extrapolated below the first (never under zero)."""
         kept = int(kept)
-        if kept in e:
-            return e[kept]
-        ks = sorted(e)
+        points = {k: p[conv] for k, p in self.entries.get(group, {}).items() if conv in p}
+        points[self.sizes[group]] = self.base[conv]
+        if kept in points:
+            return points[kept]
+        ks = sorted(points)
         if len(ks) == 1:
-            return e[ks[0]] * kept / ks[0]
+            return points[ks[0]] * kept / ks[0]
         if kept < ks[0]:
             k0, k1 = ks[0], ks[1]
         elif kept > ks[-1]:
@@ -328,12 +346,16 @@ class LatencyTable:
         else:
             i = int(np.searchsorted(ks, kept))
             k0, k1 = ks[i - 1], ks[i]
-        v = e[k0] + (e[k1] - e[k0]) * (kept - k0) / (k1 - k0)
-        return max(v, 0.0)
+        return max(points[k0] + (points[k1] - points[k0]) * (kept - k0) / (k1 - k0), 0.0)
+
+    def group_ms(self, group, kept):
+        """T(group, kept): the group's convs with it at ``kept``, all else full."""
+        return sum(self.piece_ms(group, u, kept) for u in self._members(group))
 
     @property
     def fixed_ms(self):
-        return self.full_ms - sum(self.group_ms(g, s) for g, s in self.sizes.items())
+        """Everything no group changes: decode, NMS, untouched layers."""
+        return self.full_ms - sum(self.base.values())
 
     def kept_counts(self, plan, graph=None):
         """``{group key: kept}`` from a ChannelPlan, ``{key: kept indices}`` or counts."""
@@ -345,14 +367,21 @@ class LatencyTable:
         return out
 
     def predict(self, plan=None, graph=None):
-        """Predicted ms of the model under ``plan`` (kept counts or kept indices)."""
+        """Predicted ms under ``plan`` (kept counts or kept indices per group):
+        ``fixed + sum over convs of base * prod over its groups of piece(k) / base``."""
         kept = self.kept_counts(plan, graph)
         unknown = [k for k in kept if k not in self.sizes]
         if unknown:
             raise LatencyTableError(f"the latency table has no entries for {unknown[0]}: "
                                     f"build it again with slim/prune/latency_table.py")
-        return self.fixed_ms + sum(self.group_ms(g, kept.get(g, s))
-                                   for g, s in self.sizes.items())
+        total = self.fixed_ms
+        factor = {u: 1.0 for u in self.base}
+        for g, k in kept.items():
+            if k == self.sizes[g]:
+                continue
+            for u in self._members(g):
+                factor[u] *= self.piece_ms(g, u, k) / max(self.base[u], 1e-9)
+        return total + sum(self.base[u] * factor[u] for u in self.base)
 
     def save(self):
         atomic_write_bytes(self.path, json.dumps(self.to_json(), indent=1).encode())
@@ -372,7 +401,7 @@ def _locked_update(path, key, fn):
 
 
 def measure_full(model, cfg, image_size, threads=1, use_mkldnn=True, repeats=30):
-    """Whole exported model, ms (:data:`STAT`) (the way ``tools/export_model.py`` exports it)."""
+    """Whole exported model, ms (:data:`STAT`), exported as tools/export_model.py does."""
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
     with tempfile.TemporaryDirectory(prefix="latency_full_") as tmp:
@@ -381,40 +410,63 @@ def measure_full(model, cfg, image_size, threads=1, use_mkldnn=True, repeats=30)
                                repeats=repeats, threads=threads, stat=STAT)
 
 
+def work_items(graph, step=8, max_counts=None, extra_counts=None, groups=None):
+    """What a complete table measures: ``[("base", conv path)]`` for every conv a group
+    touches, then ``[(group key, kept)]`` for every count under each group's size."""
+    chosen = [g for g in graph.prunable if groups is None or g.key in groups]
+    convs = []
+    for g in chosen:
+        for p in [*g.producers, *g.consumers]:
+            if p not in convs:
+                convs.append(p)
+    items = [("base", p) for p in convs]
+    for g in chosen:
+        for k in counts_for(g.size, step, (extra_counts or {}).get(g.key, ()), max_counts):
+            if k < g.size:
+                items.append((g.key, k))
+    return chosen, items
+
+
 def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8,
                 max_counts=None, extra_counts=None, groups=None, repeats=30, progress=True,
                 on_entry=None, log=print):
     """Measure what ``path`` lacks and return the table. Resumable: entries already in the
     file are kept (a file for another target is refused before anything is measured).
-    ``extra_counts``: ``{group key: [counts]}`` measured too; ``groups``: only these keys
-    (tests); ``on_entry(n)`` is called after each new entry."""
+    Each conv is timed on its own (a one-conv program); ``extra_counts``:
+    ``{group key: [counts]}`` measured too; ``groups``: only these keys (tests);
+    ``on_entry(n)`` is called after each new entry."""
     key = target_key(graph, image_size, threads, use_mkldnn, cfg.get("filename", ""))
-    if os.path.isfile(path):
-        LatencyTable.load(path, key)           # refuse early
-    chosen = [g for g in graph.prunable if groups is None or g.key in groups]
-    todo = []
-    have = LatencyTable.load(path, key).entries if os.path.isfile(path) else {}
-    for g in chosen:
-        for k in counts_for(g.size, step, (extra_counts or {}).get(g.key, ()), max_counts):
-            if k not in have.get(g.key, {}):
-                todo.append((g, k))
+    have = LatencyTable.load(path, key) if os.path.isfile(path) else LatencyTable(key)
+    chosen, items = work_items(graph, step, max_counts, extra_counts, groups)
+    todo = [(a, b) for a, b in items
+            if not (b in have.base if a == "base" else have.has(a, b))]
     sizes = {g.key: g.size for g in chosen}
     table = _locked_update(path, key, lambda t: t.sizes.update(sizes))
     need_full = table.full_ms is None
     if todo or need_full:
         log(f"latency table {path}: {len(todo)} entries to measure "
-            f"({sum(len(e) for e in have.values())} already there)")
+            f"({len(items) - len(todo)} already there)")
     shapes = _input_shapes(graph, image_size) if todo else {}
     bar = None
     if progress and todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="latency table", unit="entry")
+
+    def one(spec):
+        return time_specs([spec], threads, use_mkldnn, repeats=repeats)
     try:
-        for n, (g, k) in enumerate(todo, 1):
-            ms = time_specs(group_specs(graph, g, k, shapes), threads, use_mkldnn,
-                            repeats=repeats)
-            table = _locked_update(path, key, lambda t, g=g, k=k, ms=ms:
-                                   t.entries.setdefault(g.key, {}).setdefault(k, ms))
+        for n, (a, b) in enumerate(todo, 1):
+            if a == "base":
+                g = next(g for g in chosen if b in g.producers or b in g.consumers)
+                ms = one(group_specs(graph, g, g.size, shapes)[b])
+                table = _locked_update(path, key, lambda t, b=b, ms=ms:
+                                       t.base.setdefault(b, ms))
+            else:
+                g = graph.group(a)
+                pieces = {u: one(spec) for u, spec in
+                          group_specs(graph, g, b, shapes).items()}
+                table = _locked_update(path, key, lambda t, a=a, b=b, p=pieces:
+                                       t.entries.setdefault(a, {}).setdefault(b, p))
             if bar is not None:
                 bar.update(1)
             if on_entry is not None:
@@ -426,5 +478,4 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
         full = measure_full(graph.model, cfg, image_size, threads, use_mkldnn,
                             repeats=max(3 * repeats, 60))
         table = _locked_update(path, key, lambda t: setattr(t, "full_ms", full))
-    table.sizes = {k: v for k, v in table.sizes.items() if k in table.entries}
     return table
