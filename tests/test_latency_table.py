@@ -177,3 +177,27 @@ def test_latency_options_are_checked_first(argv, words, capsys):
         script.main(["-c", CFG, *argv])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and "\n" not in err and words in err, err
+
+
+def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
+    """On a synthetic table (no timing): the search meets the budget on the table's counts
+    and takes its channels from the group whose loss is low."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b = (graph.group(k) for k in GROUPS)
+    key = L.target_key(graph, SIZE)
+    entries, base = {}, {}
+    for g in (a, b):
+        base[g.key] = float(g.size)                     # 1 ms per channel, one conv each
+        entries[g.key] = {k: {g.key: float(k)} for k in range(8, g.size, 8)}
+    table = L.LatencyTable(key, entries, 10.0 + a.size + b.size,
+                           {a.key: a.size, b.key: b.size}, None, base)
+    sens = {a.name: {0.25: 0.001, 0.5: 0.002, 0.75: 0.004},     # a: cheap to prune
+            b.name: {0.25: 0.05, 0.5: 0.2, 0.75: 0.5}}
+    target = table.predict({}) - 0.5 * a.size
+    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
+    assert ms <= target and lost < 0.01 and b.name not in ratios
+    kept = round(a.size * (1 - ratios[a.name]))
+    assert kept in table.counts(a.key)
+    with pytest.raises(search.SearchError, match="reaches"):
+        search.ratios_for_latency(table, graph, sens, 10.0)

@@ -7,7 +7,8 @@ config's deploy input size, the way an exported model runs):
   decode, NMS and every layer pruning never touches are inside it);
 - for every conv a prunable group touches (its producers as deployed: conv + BN +
   activation; its depthwise followers; the input side of its consumers), that conv alone
-  at full width (``base``), timed as a one-conv program at its deploy input size;
+  at full width (``base``), timed as a one-conv program at its deploy input size, less
+  the cost of running an empty program (:func:`run_overhead`);
 - for every prunable group of the :class:`~ppdet.slim.graph.PruneGraph` (the one place
   groups are defined) and every channel count ``k`` it can keep under its size (the
   multiples of ``step``, and any extra counts asked for, e.g. those current ratios give):
@@ -244,6 +245,22 @@ def time_specs(specs, threads=1, use_mkldnn=True, warmup=5, repeats=30):
                             inputs, threads, use_mkldnn, warmup, repeats)
 
 
+_OVERHEAD = {}
+
+
+def run_overhead(threads=1, use_mkldnn=True, repeats=30):
+    """ms of running a program that does (almost) nothing: a 1x1 conv on one pixel. Every
+    one-conv timing carries it once; the whole model carries it once too (in ``fixed``)."""
+    key = (int(threads), bool(use_mkldnn))
+    if key not in _OVERHEAD:
+        spec = {"in": 1, "out": 1, "k": [1, 1], "stride": [1, 1], "padding": 0,
+                "dilation": [1, 1], "groups": 1, "bias": False, "bn": False, "act": None,
+                "hw": [1, 1]}
+        _OVERHEAD[key] = min(time_specs([spec], threads, use_mkldnn, repeats=repeats)
+                             for _ in range(3))
+    return _OVERHEAD[key]
+
+
 def counts_for(size, step=8, extra=(), max_counts=None):
     """Channel counts a group of ``size`` is measured at: multiples of ``step``, ``size``,
     and ``extra``; ``max_counts`` keeps that many multiples, evenly spread."""
@@ -452,8 +469,10 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="latency table", unit="entry")
 
-    def one(spec):
-        return time_specs([spec], threads, use_mkldnn, repeats=repeats)
+    overhead = run_overhead(threads, use_mkldnn) if todo else 0.0
+
+    def one(spec):                       # the conv's own time, without the run overhead
+        return max(time_specs([spec], threads, use_mkldnn, repeats=repeats) - overhead, 0.0)
     try:
         for n, (a, b) in enumerate(todo, 1):
             if a == "base":

@@ -161,7 +161,8 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
     if table is not None:
         from ppdet.slim.plan import removed_for_ratios
         removed = removed_for_ratios(pruner.graph, ratios)
-        kept = {k: pruner.graph.group(k).size - v for k, v in removed.items()}
+        kept = {k: pruner.graph.group(k).size - v for k, v in removed.items()
+                if k in table.sizes}
         base, ms = table.predict({}), table.predict(kept)
         log(f"predicted latency {ms:.2f} ms (unpruned {base:.2f} ms, {base / ms:.2f}x) on "
             f"{table.key['device']}, {table.key['threads']} thread(s), "
@@ -202,7 +203,12 @@ def load_latency_table(cfg, graph, path=None, threads=1, required=False):
                             f"slim/prune/latency_table.py -c CONFIG"
                             f" -o weights={cfg.get('weights')} --threads {threads}")
         return None
-    table = LatencyTable.load(path, target_key(graph, size, threads))
+    try:
+        table = LatencyTable.load(path, target_key(graph, size, threads))
+    except UserError:
+        if required:
+            raise
+        return None                      # a stale table only matters when it is asked for
     if not table.complete:
         if required:
             raise UserError(f"latency table {path} is incomplete: run "

@@ -128,6 +128,9 @@ def latency_target(table, target_ms=None, speedup=None):
 def _choices(table, graph, name, curve=None):
     """``[(kept, ratio, loss, ms)]`` for the table's counts of ``name``'s group."""
     g = graph.group(name)
+    if g.key not in table.sizes:
+        raise SearchError(f"the latency table has no entries for {g.name}: build it again "
+                          f"with slim/prune/latency_table.py")
     out = []
     for k in table.counts(g.key):
         if k > g.size or k < 1:
