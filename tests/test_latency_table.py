@@ -50,7 +50,10 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
     seen = []
     table = _build(setup, path, on_entry=seen.append)
     assert len(seen) == total - 2                # only the missing entries were measured
-    assert table.complete and table.full_ms > 0
+    assert table.complete and table.full_ms > 0 and table.scale > 0
+    # the calibration plan is predicted as measured
+    assert table.predict(table.calib["plan"]) == pytest.approx(table.calib["ms"], rel=1e-9) \
+        or table.scale == 1.0
     again = []
     _build(setup, path, on_entry=again.append)
     assert again == []                           # complete: nothing measured again
@@ -61,8 +64,9 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
         for k, pieces in table.entries[key].items():
             got = table.predict({key: k}) - table.predict({})
             measured = sum(pieces.values()) - sum(table.base[u] for u in pieces)
-            assert got == pytest.approx(measured, abs=1e-9)
-            assert got == pytest.approx(table.group_ms(key, k) - table.group_ms(key, size))
+            assert got == pytest.approx(table.scale * measured, abs=1e-9)
+            assert got == pytest.approx(table.scale * (table.group_ms(key, k)
+                                                       - table.group_ms(key, size)))
             assert table.predict({key: np.arange(k)}) == table.predict({key: k})
     # between points: linear interpolation
     k0, k1 = table.counts(GROUPS[1])[:2]

@@ -20,8 +20,12 @@ part no pruning changes (decode, NMS, the layers no group touches). A conv whose
 output groups both shrink scales by both ratios (its FLOPs are bilinear in the two
 counts), which a sum of per-group savings gets badly wrong (a conv pruned 50% on each side
 keeps 25% of its work, not 0%). ``T(group, k)``, the sum of the group's pieces at ``k``,
-is what a group costs. A plan that changes one group is predicted exactly from its
-measured points (``full_ms + T(g, k) - T(g, size)``); counts between measured ones are
+is what a group costs. One-conv programs cost more than the same conv inside the model
+(input/output layout reorders), so the sum is scaled by ``scale``, fitted on two whole-model
+measurements: unpruned and a calibration plan (every group at about half width):
+``latency = fixed + scale * sum(...)``, ``fixed = full_ms - scale * sum of base``. A plan
+that changes one group is predicted exactly from its measured points
+(``full_ms + scale * (T(g, k) - T(g, size))``); counts between measured ones are
 interpolated linearly per conv, below the smallest measured count extrapolated. Not
 modelled: cache effects between layers and the layers' own overheads in a bigger program;
 bench/bench_latency.py measures how far the model goes.
@@ -279,8 +283,10 @@ class LatencyTable:
     ``entries``: ``{group key: {kept: {conv path: ms}}}`` for counts under the group's
     size (at its size every piece is its ``base``); ``full_ms``: the whole model."""
 
-    def __init__(self, key, entries=None, full_ms=None, sizes=None, path=None, base=None):
+    def __init__(self, key, entries=None, full_ms=None, sizes=None, path=None, base=None,
+                 calib=None):
         self.key = key
+        self.calib = calib                    # {"plan": {group: kept}, "ms": whole model}
         self.entries = {g: {int(k): {u: float(v) for u, v in p.items()} for k, p in e.items()}
                         for g, e in (entries or {}).items()}
         self.base = {u: float(v) for u, v in (base or {}).items()}
@@ -293,7 +299,7 @@ class LatencyTable:
     # persistence
     def to_json(self):
         return {"format": FORMAT, "key": self.key, "full_ms": self.full_ms,
-                "sizes": self.sizes, "base": self.base,
+                "sizes": self.sizes, "base": self.base, "calib": self.calib,
                 "entries": {g: {str(k): p for k, p in sorted(e.items())}
                             for g, e in self.entries.items()}}
 
@@ -312,7 +318,7 @@ class LatencyTable:
             raise LatencyTableError(f"{path} is not a latency table ({FORMAT}): build it "
                                     f"with slim/prune/latency_table.py")
         table = cls(data["key"], data.get("entries"), data.get("full_ms"),
-                    data.get("sizes"), path, data.get("base"))
+                    data.get("sizes"), path, data.get("base"), data.get("calib"))
         if key is not None:
             table.check(key)
         return table
@@ -369,10 +375,34 @@ class LatencyTable:
         """T(group, kept): the group's convs with it at ``kept``, all else full."""
         return sum(self.piece_ms(group, u, kept) for u in self._members(group))
 
+    def _raw(self, kept):
+        """Sum over convs of base * prod of piece ratios (one-conv programs' time)."""
+        factor = {u: 1.0 for u in self.base}
+        for g, k in kept.items():
+            if k == self.sizes[g]:
+                continue
+            for u in self._members(g):
+                factor[u] *= self.piece_ms(g, u, k) / max(self.base[u], 1e-9)
+        return sum(self.base[u] * factor[u] for u in self.base)
+
+    @property
+    def scale(self):
+        """How much a conv costs inside the whole model per ms it costs alone (data layout
+        reorders and the like make one-conv programs dearer): fitted on the whole model
+        measured unpruned and at one calibration plan; 1 without one."""
+        if not self.calib or self.full_ms is None:
+            return 1.0
+        s0 = sum(self.base.values())
+        s1 = self._raw({g: int(k) for g, k in self.calib["plan"].items()})
+        if s0 - s1 <= 1e-9:
+            return 1.0
+        scale = (self.full_ms - self.calib["ms"]) / (s0 - s1)
+        return scale if scale > 0 else 1.0
+
     @property
     def fixed_ms(self):
         """Everything no group changes: decode, NMS, untouched layers."""
-        return self.full_ms - sum(self.base.values())
+        return self.full_ms - self.scale * sum(self.base.values())
 
     def kept_counts(self, plan, graph=None):
         """``{group key: kept}`` from a ChannelPlan, ``{key: kept indices}`` or counts."""
@@ -391,14 +421,7 @@ class LatencyTable:
         if unknown:
             raise LatencyTableError(f"the latency table has no entries for {unknown[0]}: "
                                     f"build it again with slim/prune/latency_table.py")
-        total = self.fixed_ms
-        factor = {u: 1.0 for u in self.base}
-        for g, k in kept.items():
-            if k == self.sizes[g]:
-                continue
-            for u in self._members(g):
-                factor[u] *= self.piece_ms(g, u, k) / max(self.base[u], 1e-9)
-        return total + sum(self.base[u] * factor[u] for u in self.base)
+        return self.fixed_ms + self.scale * self._raw(kept)
 
     def save(self):
         atomic_write_bytes(self.path, json.dumps(self.to_json(), indent=1).encode())
@@ -497,4 +520,16 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
         full = measure_full(graph.model, cfg, image_size, threads, use_mkldnn,
                             repeats=max(3 * repeats, 60))
         table = _locked_update(path, key, lambda t: setattr(t, "full_ms", full))
+    if table.calib is None:
+        from ppdet.slim.plan import ChannelPlan, apply_plan
+        plan = {g: min(table.counts(g), key=lambda k, g=g: abs(k - table.sizes[g] / 2))
+                for g in table.sizes}
+        applied = apply_plan(graph, ChannelPlan({g: np.arange(k) for g, k in plan.items()}))
+        try:
+            ms = measure_full(graph.model, cfg, image_size, threads, use_mkldnn,
+                              repeats=max(3 * repeats, 60))
+        finally:
+            applied.restore()
+        table = _locked_update(path, key, lambda t: setattr(t, "calib",
+                                                            {"plan": plan, "ms": ms}))
     return table
