@@ -143,30 +143,30 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
     load_weights(model, cfg.get("weights"))
     pruner = FilterPruner(model, criterion, idx_selector)
     wants_latency = target_latency is not None or target_speedup is not None
-    table = load_latency_table(cfg, pruner.graph, latency_table, threads,
+    lat = load_latency_table(cfg, pruner.graph, latency_table, threads,
                                required=wants_latency)
     target_ms = None
     if wants_latency:
         from ppdet.slim import search
         try:
-            target_ms = search.latency_target(table, target_latency, target_speedup)
+            target_ms = search.latency_target(lat, target_latency, target_speedup)
         except search.SearchError as e:
             raise UserError(str(e)) from None
     ratios, how = choose_ratios(model, size, pruned_params, pruned_ratios, sensitivities_file,
                                 loss, target_flops, target_ratio, pruner=pruner, log=log,
-                                table=table, target_ms=target_ms)
+                                table=lat, target_ms=target_ms)
     ratios = align_ratios(model, ratios, align)
     if not ratios:
         raise UserError("nothing to prune with these settings")
-    if table is not None:
+    if lat is not None:
         from ppdet.slim.plan import removed_for_ratios
         removed = removed_for_ratios(pruner.graph, ratios)
         kept = {k: pruner.graph.group(k).size - v for k, v in removed.items()
-                if k in table.sizes}
-        base, ms = table.predict({}), table.predict(kept)
+                if k in lat.sizes}
+        base, ms = lat.predict({}), lat.predict(kept)
         log(f"predicted latency {ms:.2f} ms (unpruned {base:.2f} ms, {base / ms:.2f}x) on "
-            f"{table.key['device']}, {table.key['threads']} thread(s), "
-            f"{'x'.join(map(str, table.key['input_size']))} px")
+            f"{lat.key['device']}, {lat.key['threads']} thread(s), "
+            f"{'x'.join(map(str, lat.key['input_size']))} px")
     flops0, params0 = count_flops(model, size), count_params(model)
     kept = prune_model(model, ratios, pruner=pruner)
     flops1, params1 = count_flops(model, size), count_params(model)
@@ -176,11 +176,11 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
     os.makedirs(save_dir, exist_ok=True)
     pruned = os.path.join(save_dir, "pruned")
     save_checkpoint(model, pruned, plan=channel_plan(model), extra={"ratios": ratios})
-    if table is not None and _rank() == 0:   # beside the pruned checkpoints too, for export
+    if lat is not None and _rank() == 0:     # beside the pruned checkpoints too, for export
         import shutil
-        target = os.path.join(save_dir, os.path.basename(table.path))
-        if os.path.abspath(target) != os.path.abspath(table.path):
-            shutil.copyfile(table.path, target)
+        target = os.path.join(save_dir, os.path.basename(lat.path))
+        if os.path.abspath(target) != os.path.abspath(lat.path):
+            shutil.copyfile(lat.path, target)
     if _rank() == 0:                              # the only rank that writes
         log(f"pruned model (before fine-tuning): {pruned}")
     if finetune:

@@ -188,15 +188,17 @@ def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60):
 
 
 def _snap(opts, kept_raw):
-    """The table count for ``kept_raw`` channels: the nearest measured count below it, or
-    the one above when that is no slower (more channels for the same time)."""
+    """The table count for ``kept_raw`` channels: of the measured counts either side of
+    it, the one above when it is no slower (more channels for the same time), else the
+    nearer one."""
     below = [o for o in opts if o[0] <= kept_raw] or [min(opts, key=lambda o: o[0])]
     above = [o for o in opts if o[0] >= kept_raw]
     down = max(below, key=lambda o: o[0])
-    if above:
-        up = min(above, key=lambda o: o[0])
-        if up[3] <= down[3]:
-            return up
+    if not above:
+        return down
+    up = min(above, key=lambda o: o[0])
+    if up[3] <= down[3] or up[0] - kept_raw < kept_raw - down[0]:
+        return up
     return down
 
 
