@@ -9,7 +9,8 @@
         --target_ratio 0.2
     # to a measured latency (table from slim/prune/latency_table.py): least sensitivity loss,
     # or one uniform ratio snapped to fast channel counts
-    python slim/prune/prune.py -c CFG -o weights=W -s s.data --target_speedup 1.5
+    python slim/prune/prune.py -c CFG -o weights=W --sensitivities_file s.data \
+        --target_speedup 1.5
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_latency 3.0
 
 Prints FLOPs/params before and after and the filters kept per conv, then fine-tunes with the
