@@ -16,7 +16,7 @@ from ppdet.core.errors import UserError
 
 __all__ = ["SensitivityResult", "PruneResult", "SlimResult", "analyse_sensitivity",
            "prune_and_finetune", "resume_folder", "resume_finetune", "slim_and_finetune",
-           "stage_rows", "print_params"]
+           "stage_rows", "print_params", "load_latency_table", "predicted_latency"]
 
 
 def _rank():
@@ -122,7 +122,8 @@ class PruneResult:
 def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivities_file=None,
                        loss=None, target_flops=None, target_ratio=None, criterion="l1_norm",
                        idx_selector="default", align=None, finetune=True, validate=False,
-                       log=print):
+                       log=print, target_latency=None, target_speedup=None,
+                       latency_table=None, threads=1):
     """Prune the config's ``weights`` as chosen (exactly one way: ratios, a sensitivities
     file with ``loss`` or ``target_flops``, or ``target_ratio`` for ``pruned_params``), save
     ``<save_dir>/<name>_pruned/pruned`` and fine-tune there with the normal training loop."""
@@ -144,11 +145,31 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
     ensure_outside(cfg.get("weights"), save_dir)
     load_weights(model, cfg.get("weights"))
     pruner = FilterPruner(model, criterion, idx_selector)
+    wants_latency = target_latency is not None or target_speedup is not None
+    lat = load_latency_table(cfg, pruner.graph, latency_table, threads,
+                               required=wants_latency)
+    target_ms = None
+    if wants_latency:
+        from ppdet.slim import search
+        try:
+            target_ms = search.latency_target(lat, target_latency, target_speedup)
+        except search.SearchError as e:
+            raise UserError(str(e)) from None
     ratios, how = choose_ratios(model, size, pruned_params, pruned_ratios, sensitivities_file,
-                                loss, target_flops, target_ratio, pruner=pruner, log=log)
+                                loss, target_flops, target_ratio, pruner=pruner, log=log,
+                                table=lat, target_ms=target_ms)
     ratios = align_ratios(model, ratios, align)
     if not ratios:
         raise UserError("nothing to prune with these settings")
+    if lat is not None:
+        from ppdet.slim.plan import removed_for_ratios
+        removed = removed_for_ratios(pruner.graph, ratios)
+        kept = {k: pruner.graph.group(k).size - v for k, v in removed.items()
+                if k in lat.sizes}
+        base, ms = lat.predict({}), lat.predict(kept)
+        log(f"predicted latency {ms:.2f} ms (unpruned {base:.2f} ms, {base / ms:.2f}x) on "
+            f"{lat.key['device']}, {lat.key['threads']} thread(s), "
+            f"{'x'.join(map(str, lat.key['input_size']))} px")
     flops0, params0 = count_flops(model, size), count_params(model)
     kept = prune_model(model, ratios, pruner=pruner)
     flops1, params1 = count_flops(model, size), count_params(model)
@@ -158,12 +179,61 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
     os.makedirs(save_dir, exist_ok=True)
     pruned = os.path.join(save_dir, "pruned")
     save_checkpoint(model, pruned, plan=channel_plan(model), extra={"ratios": ratios})
+    if lat is not None and _rank() == 0:     # beside the pruned checkpoints too, for export
+        import shutil
+        target = os.path.join(save_dir, os.path.basename(lat.path))
+        if os.path.abspath(target) != os.path.abspath(lat.path):
+            shutil.copyfile(lat.path, target)
     if _rank() == 0:                              # the only rank that writes
         log(f"pruned model (before fine-tuning): {pruned}")
     if finetune:
         Trainer(cfg, model=model, save_dir=save_dir).train(validate=validate)
     return PruneResult(ratios, how, kept, (flops0, flops1), (params0, params1), save_dir,
                        pruned, table)
+
+
+def load_latency_table(cfg, graph, path=None, threads=1, required=False):
+    """The latency table of this config (default: beside its weights, for its test size and
+    ``threads``), checked against the model and target; None when absent and not
+    ``required`` (then a one-line error says how to build it)."""
+    from ppdet.engine.builder import image_size_for
+    from ppdet.slim.latency import LatencyTable, table_path, target_key
+    size = image_size_for(cfg, "test")
+    path = path or table_path(cfg.get("weights"), size, threads)
+    if not os.path.isfile(path):
+        if required:
+            raise UserError(f"no latency table at {path}: build it with python "
+                            f"slim/prune/latency_table.py -c CONFIG"
+                            f" -o weights={cfg.get('weights')} --threads {threads}")
+        return None
+    try:
+        table = LatencyTable.load(path, target_key(graph, size, threads))
+    except UserError:
+        if required:
+            raise
+        return None                      # a stale table only matters when it is asked for
+    if not table.complete:
+        if required:
+            raise UserError(f"latency table {path} is incomplete: run "
+                            f"slim/prune/latency_table.py again to finish it")
+        return None
+    return table
+
+
+def predicted_latency(cfg, model, threads=1):
+    """``(predicted ms, table)`` of ``model`` (pruned or not) from the config's latency
+    table, or ``(None, None)`` without one: kept counts are read off the model's master
+    convs, on the graph of the unpruned model."""
+    from ppdet.engine.builder import build_model
+    from ppdet.slim.graph import PruneGraph
+    graph = PruneGraph.of(build_model(cfg))
+    table = load_latency_table(cfg, graph, threads=threads)
+    if table is None:
+        return None, None
+    layers = dict(model.named_sublayers())
+    kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
+            if g.key in layers and g.key in table.sizes}
+    return table.predict(kept), table
 
 
 def resume_folder(checkpoint):

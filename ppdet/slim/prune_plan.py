@@ -30,15 +30,17 @@ def check_sensitivities_fit(graph, sens, path, groups=True):
 
 def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                   sensitivities_file=None, loss=None, target_flops=None, target_ratio=None,
-                  pruner=None, log=print):
+                  pruner=None, log=print, table=None, target_ms=None):
     """Exactly one way of choosing: explicit ratios, a sensitivity file with --loss or
-    --target_flops, or uniform pruning of --pruned_params to --target_ratio of FLOPs."""
+    --target_flops, or uniform pruning of --pruned_params to --target_ratio of FLOPs; with
+    a latency ``table`` and ``target_ms``, to a latency (per conv from the sensitivities, or
+    one uniform ratio snapped to the table's counts)."""
     graph = pruner.graph if pruner is not None else PruneGraph.of(model)
     if sensitivities_file:
         from ppdet.slim.sensitivity_store import load_sensitivities_file
-        if (loss is None) == (target_flops is None):
-            raise UserError("with --sensitivities_file give exactly one of --loss or "
-                            "--target_flops")
+        if (loss is None) + (target_flops is None) + (target_ms is None) != 2:
+            raise UserError("with --sensitivities_file give exactly one of --loss, "
+                            "--target_flops, --target_latency or --target_speedup")
         sens = load_sensitivities_file(sensitivities_file)
         if pruned_params:
             wanted = select_params(model, pruned_params)
@@ -54,6 +56,13 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                 raise UserError(f"no conv stays under loss {loss}: raise --loss")
             return ratios, f"ratios for loss <= {loss}"
         check_sensitivities_fit(graph, sens, sensitivities_file)
+        if target_ms is not None:
+            try:
+                ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target_ms)
+            except search.SearchError as e:
+                raise UserError(str(e)) from None
+            return ratios, f"least summed loss ({lost:.4f}) within {target_ms:.2f} ms " \
+                f"(predicted {ms:.2f} ms)"
         try:
             threshold, ratios, got = search.loss_for_flops(Costs(graph, image_size), sens,
                                                            target_flops)
@@ -63,6 +72,16 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
     if not pruned_params:
         raise UserError("say what to prune: --pruned_params with --pruned_ratios or "
                         "--target_ratio, or --sensitivities_file with --loss/--target_flops")
+    if target_ms is not None:
+        names = [n for n in select_params(model, pruned_params) if graph.has(n)]
+        try:
+            ratio, ratios, ms = search.uniform_ratio_for_latency(table, graph, names,
+                                                                 target_ms)
+        except search.SearchError as e:
+            raise UserError(str(e)) from None
+        log(f"uniform filter ratio {ratio:g} for {len(names)} convs, each count snapped to "
+            f"a measured fast one: predicted {ms:.2f} ms (target {target_ms:.2f} ms)")
+        return ratios, f"uniform ratio {ratio:g} snapped to fast counts for {ms:.2f} ms"
     if target_ratio is not None:
         names = select_params(model, pruned_params)
         try:

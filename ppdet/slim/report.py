@@ -207,10 +207,17 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     size = image_size_for(cfg, "test")
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
+    from ppdet.slim.pipelines import predicted_latency
+    predicted, _ = predicted_latency(cfg, model, latency_threads)
     return {"mAP": result["mAP"] * 100, "metric": metric.headline,
             "params": count_params(model) / 1e6,
             "flops": count_flops(model, size) / 1e6, "size": mb,
-            "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads)}
+            "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads),
+            "predicted": predicted}
+
+
+def _predicted(r):
+    return "-" if r.get("predicted") is None else f"{r['predicted']:.2f}"
 
 
 def _metric_label(row):
@@ -221,12 +228,15 @@ def _metric_label(row):
 def report_table(rows):
     """Markdown: one row per (label, model_row)."""
     base = rows[0][1]
+    pred = any(r.get("predicted") is not None for _, r in rows)
     lines = [f"| model | {_metric_label(base)} | params (M) | FLOPs (M) | size (MB) | "
-             f"latency (ms) | speed-up |", "|---|---|---|---|---|---|---|"]
+             f"latency (ms) " + ("| predicted (ms) " if pred else "") + "| speed-up |",
+             "|---" * (8 if pred else 7) + "|"]
     for label, r in rows:
         lines.append(f"| {label} | {r['mAP']:.2f} | {r['params']:.3f} | {r['flops']:.1f} "
                      f"({r['flops'] / base['flops'] - 1:+.0%}) | {r['size']:.2f} | "
-                     f"{r['latency']:.2f} | {base['latency'] / r['latency']:.2f}x |")
+                     f"{r['latency']:.2f} | " + (f"{_predicted(r)} | " if pred else "")
+                     + f"{base['latency'] / r['latency']:.2f}x |")
     return "\n".join(lines)
 
 
@@ -241,6 +251,8 @@ def stage_table(rows):
         "parameters": lambda r: f"{int(round(r['params'] * 1e6)):,}",
         "FLOPs (M)": lambda r: f"{r['flops']:.1f} ({r['flops'] / base['flops'] - 1:+.0%})",
         "latency (ms)": lambda r: f"{r['latency']:.2f}",
+        **({"predicted latency (ms)": _predicted}
+           if any(r.get("predicted") is not None for _, r in rows) else {}),
         "speed-up": lambda r: f"{base['latency'] / r['latency']:.2f}x",
     }
     for metric, fmt in cells.items():

@@ -7,7 +7,8 @@ model. Channels are chosen by a criterion once, when the final plan is made.
 from ppdet.slim.plan import removed_for_ratios
 
 __all__ = ["ratios_by_loss", "flops_reduction", "uniform_ratio_for_flops",
-           "loss_for_flops", "SearchError"]
+           "loss_for_flops", "SearchError", "latency_target", "ratios_for_latency",
+           "uniform_ratio_for_latency"]
 
 
 class SearchError(ValueError):
@@ -93,3 +94,140 @@ def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=30):
             hi, best = mid, (mid, r)
     threshold, r = best
     return threshold, ratios_by_loss(sensitivities, threshold), r
+
+
+# --- latency targets (a measured table, ppdet/slim/latency.py) ------------------------------
+
+def _loss_at(curve, ratio):
+    """Sensitivity loss at ``ratio``, linear between measured ratios (0 at ratio 0);
+    None beyond the largest measured ratio."""
+    points = [(0.0, 0.0)] + sorted((float(r), float(v)) for r, v in curve.items())
+    if ratio > points[-1][0] + 1e-9:
+        return None
+    for (r0, v0), (r1, v1) in zip(points, points[1:]):
+        if ratio <= r1 + 1e-12:
+            return v0 + (v1 - v0) * (ratio - r0) / max(r1 - r0, 1e-12)
+    return points[-1][1]
+
+
+def latency_target(table, target_ms=None, speedup=None):
+    """``--target_latency MS`` or ``--target_speedup X`` -> milliseconds, checked against
+    the unpruned prediction."""
+    base = table.predict({})
+    if speedup is not None:
+        if speedup <= 1:
+            raise SearchError(f"--target_speedup {speedup:g} is not above 1: ask for a "
+                              f"faster model, e.g. 1.5")
+        target_ms = base / speedup
+    if target_ms >= base:
+        raise SearchError(f"--target_latency {target_ms:.2f} ms is above the unpruned model's "
+                          f"{base:.2f} ms on this target: nothing to prune; ask for less")
+    return target_ms
+
+
+def _choices(table, graph, name, curve=None):
+    """``[(kept, ratio, loss, ms)]`` for the table's counts of ``name``'s group."""
+    g = graph.group(name)
+    if g.key not in table.sizes:
+        raise SearchError(f"the latency table has no entries for {g.name}: build it again "
+                          f"with slim/prune/latency_table.py")
+    out = []
+    for k in table.counts(g.key):
+        if k > g.size or k < 1:
+            continue
+        r = (g.size - k) / g.size
+        loss = 0.0 if curve is None else _loss_at(curve, r)
+        if loss is None:
+            continue
+        out.append((k, r, loss, table.group_ms(g.key, k)))
+    if not any(k == g.size for k, *_ in out):
+        out.append((g.size, 0.0, 0.0, table.group_ms(g.key, g.size)))
+    return g.key, out
+
+
+def _predict(table, picks):
+    return table.predict({key: k for key, (k, *_) in picks.items()})
+
+
+def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60):
+    """Per conv, the table count that loses the least summed sensitivity within
+    ``target_ms``: each group picks ``argmin loss(k) + lam * T(group, k)`` (the model is
+    additive, so this is exact for a given ``lam``), bisecting ``lam`` to the smallest that
+    meets the budget. Returns ``(ratios {name: ratio}, predicted ms, summed loss)``."""
+    options = {}
+    for name, curve in sensitivities.items():
+        if curve:
+            key, opts = _choices(table, graph, name, curve)
+            options[key] = (name, opts)
+
+    def pick(lam):
+        return {key: min(opts, key=lambda o: (o[2] + lam * o[3], -o[0]))
+                for key, (_, opts) in options.items()}
+
+    fastest = {key: min(opts, key=lambda o: (o[3], -o[0])) for key, (_, opts) in
+               options.items()}
+    reach = _predict(table, fastest)
+    if reach > target_ms:
+        raise SearchError(f"pruning every analysed conv as far as measured reaches "
+                          f"{reach:.2f} ms, above the {target_ms:.2f} ms asked for: analyse "
+                          f"more convs or larger ratios, or ask for less")
+    lo, hi = 0.0, 1.0
+    while _predict(table, pick(hi)) > target_ms and hi < 1e9:
+        hi *= 4
+    for _ in range(max_iter):
+        mid = (lo + hi) / 2
+        if _predict(table, pick(mid)) <= target_ms:
+            hi = mid
+        else:
+            lo = mid
+    best = pick(hi)
+    if _predict(table, best) > target_ms:
+        best = fastest
+    ratios = {options[key][0]: round(o[1], 6) for key, o in best.items() if o[1] > 0}
+    return ratios, _predict(table, best), sum(o[2] for o in best.values())
+
+
+def _snap(opts, kept_raw):
+    """The table count for ``kept_raw`` channels: of the measured counts either side of
+    it, the one above when it is no slower (more channels for the same time), else the
+    nearer one."""
+    below = [o for o in opts if o[0] <= kept_raw] or [min(opts, key=lambda o: o[0])]
+    above = [o for o in opts if o[0] >= kept_raw]
+    down = max(below, key=lambda o: o[0])
+    if not above:
+        return down
+    up = min(above, key=lambda o: o[0])
+    if up[3] <= down[3] or up[0] - kept_raw < kept_raw - down[0]:
+        return up
+    return down
+
+
+def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40):
+    """One filter ratio for ``names``, each group's count snapped to a table count
+    (:func:`_snap`), bisected until the prediction meets ``target_ms``.
+    Returns ``(ratio, {name: ratio actually used}, predicted ms)``."""
+    from ppdet.slim.criteria import pruned_count
+    options = {}
+    for name in names:
+        key, opts = _choices(table, graph, name)
+        options[key] = (name, graph.group(name).size, opts)
+
+    def picks(r):
+        return {key: _snap(opts, size - pruned_count(size, r))
+                for key, (_, size, opts) in options.items()}
+
+    top = 0.95
+    reach = _predict(table, picks(top))
+    if reach > target_ms:
+        raise SearchError(f"pruning {len(names)} convs by 95% reaches {reach:.2f} ms, above "
+                          f"the {target_ms:.2f} ms asked for: name more convs or ask for less")
+    lo, hi = 0.0, top
+    for _ in range(max_iter):
+        mid = (lo + hi) / 2
+        if _predict(table, picks(mid)) <= target_ms:
+            hi = mid
+        else:
+            lo = mid
+    best = picks(hi)
+    ratios = {options[key][0]: round(o[1], 6) for key, o in best.items() if o[1] > 0}
+    return round(hi, 4), ratios, _predict(table, best)

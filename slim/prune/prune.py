@@ -7,6 +7,11 @@
     # uniform: one ratio for every matched conv, found for a FLOPs target
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "conv2d_[1-9].w_0" \
         --target_ratio 0.2
+    # to a measured latency (table from slim/prune/latency_table.py): least sensitivity loss,
+    # or one uniform ratio snapped to fast channel counts
+    python slim/prune/prune.py -c CFG -o weights=W --sensitivities_file s.data \
+        --target_speedup 1.5
+    python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_latency 3.0
 
 Prints FLOPs/params before and after and the filters kept per conv, then fine-tunes with the
 normal training loop; checkpoints carry their channel plan, so eval/infer/export need no ratios.
@@ -28,20 +33,30 @@ from ppdet.utils.cli import (  # noqa: E402
 )
 
 _HOW = ("pruned_params", "pruned_ratios", "sensitivities_file", "loss", "target_flops",
-        "target_ratio", "align", "no_finetune")
+        "target_ratio", "target_latency", "target_speedup", "align", "no_finetune")
 
 
 def check_args(args):
     """Every option before the config, the model or the data are touched; all conflicts
     are named in one line."""
     check_conflicts(args, ("pruned_ratios", "target_ratio", "sensitivities_file"),
-                    ("loss", "target_flops"), ("eval", "no_finetune"),
+                    ("loss", "target_flops", "target_latency", "target_speedup"),
+                    ("pruned_ratios", "target_ratio", "target_latency", "target_speedup"),
+                    ("eval", "no_finetune"),
                     *[("resume_checkpoint", k) for k in _HOW],
                     needs=[("loss", "sensitivities_file"), ("target_flops", "sensitivities_file"),
-                           ("target_ratio", "pruned_params"), ("pruned_ratios", "pruned_params")])
+                           ("target_ratio", "pruned_params"), ("pruned_ratios", "pruned_params"),
+                           ("target_latency", ("sensitivities_file", "pruned_params")),
+                           ("target_speedup", ("sensitivities_file", "pruned_params"))])
     for name in ("target_ratio", "target_flops", "loss"):
         check_range(f"--{name}", getattr(args, name), 0, 1, low_open=True, high_open=True)
     check_range("--align", args.align, 1, integer=True)
+    check_range("--target_latency", args.target_latency, 0, low_open=True)
+    check_range("--target_speedup", args.target_speedup, 1, low_open=True)
+    if args.latency_table and not os.path.isfile(args.latency_table):
+        raise UserError(f"latency table not found: {args.latency_table}: build it with "
+                        f"slim/prune/latency_table.py -c CONFIG -o weights=W --output "
+                        f"{args.latency_table}")
     if args.sensitivities_file and not os.path.isfile(args.sensitivities_file):
         raise UserError(f"sensitivities file not found: {args.sensitivities_file}")
 
@@ -58,6 +73,14 @@ def main(argv=None):
                         help="share of FLOPs to remove, ratios from the sensitivities")
     parser.add_argument("--target_ratio", type=float, default=None,
                         help="share of FLOPs to remove with one ratio for --pruned_params")
+    parser.add_argument("--target_latency", type=float, default=None,
+                        help="milliseconds per image on the latency table's target")
+    parser.add_argument("--target_speedup", type=float, default=None,
+                        help="times faster than unpruned on the latency table's target")
+    parser.add_argument("--latency_table", default=None,
+                        help="table of slim/prune/latency_table.py (default: beside weights)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads the latency table was measured with")
     parser.add_argument("--criterion", "--prune_criterion", default="l1_norm",
                         choices=list(CRITERIA))
     parser.add_argument("--idx_selector", default="default",
@@ -82,7 +105,9 @@ def main(argv=None):
     return pipelines.prune_and_finetune(
         cfg, args.pruned_params, args.pruned_ratios, args.sensitivities_file, args.loss,
         args.target_flops, args.target_ratio, args.criterion, args.idx_selector, args.align,
-        finetune=not args.no_finetune, validate=args.eval)
+        finetune=not args.no_finetune, validate=args.eval, target_latency=args.target_latency,
+        target_speedup=args.target_speedup, latency_table=args.latency_table,
+        threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
     python analyze.py demo.data --loss 0.05
     python analyze.py demo.data --target_flops 0.5 -c CFG
+
+With -c, the proposed ratios get their FLOPs and, when the config has a latency table
+(slim/prune/latency_table.py), their predicted latency beside it.
 """
 import os
 import sys
@@ -50,7 +53,7 @@ def main(argv=None):
     if fp.get("metric"):
         what = "AP(0.50:0.95)" if fp["metric"] == "COCO" else f"VOC mAP ({fp.get('map_type')})"
         print(f"losses measured on {what}, baseline {meta.get('baseline', 0) * 100:.2f}")
-    ratios, threshold = None, args.loss
+    ratios, threshold, costs = None, args.loss, None
     if args.target_flops is not None:
         if not args.config:
             raise UserError("--target_flops needs the model: pass -c CONFIG")
@@ -76,6 +79,8 @@ def main(argv=None):
     plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold)
     print(sensitivity_table(sens, ratios))
     print(f"plot: {plot}")
+    if ratios and args.config:
+        print(_cost_table(args, ratios, costs))
     if ratios:
         names = list(ratios)
         print("feed to slim/prune/prune.py:")
@@ -83,6 +88,31 @@ def main(argv=None):
               f'--pruned_ratios "{",".join(f"{ratios[n]:g}" for n in names)}"')
     elif ratios is not None:
         print("no conv can be pruned within that loss")
+
+
+def _cost_table(args, ratios, costs=None):
+    """FLOPs and predicted latency (when a latency table exists) of the proposed ratios."""
+    from ppdet.core.config import load_config
+    from ppdet.engine.builder import build_model, image_size_for
+    from ppdet.slim.graph import PruneGraph
+    from ppdet.slim.pipelines import load_latency_table
+    from ppdet.slim.plan import Costs, removed_for_ratios
+    cfg = load_config(args.config, args.opt)
+    graph = costs.graph if costs is not None else PruneGraph.of(build_model(cfg))
+    costs = costs or Costs(graph, image_size_for(cfg, "eval"))
+    known = {n: r for n, r in ratios.items() if graph.has(n)}
+    removed = removed_for_ratios(graph, known)
+    table = load_latency_table(cfg, graph)
+    f0, f1 = costs.flops(), costs.flops(removed)
+    rows = [("unpruned", f0, table.predict({}) if table else None),
+            ("proposed", f1, table.predict({k: graph.group(k).size - v
+                                            for k, v in removed.items()}) if table else None)]
+    lines = ["| ratios | FLOPs (M) | predicted latency (ms) |", "|---|---|---|"]
+    for label, f, ms in rows:
+        lat = "- (no latency table)" if ms is None else \
+            f"{ms:.2f} ({rows[0][2] / ms:.2f}x)"
+        lines.append(f"| {label} | {f / 1e6:.1f} ({f / f0 - 1:+.0%}) | {lat} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""ppdet/slim/latency.py: the latency table (resume, exact on its points, refusals) and the
+latency targets of slim/prune/prune.py. Timings are compared only within one run."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ppdet.core.config import load_config
+from ppdet.engine.builder import build_model
+from ppdet.slim import latency as L
+from ppdet.slim.graph import PruneGraph
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+SIZE = [64, 64]                     # small and quick: the table is keyed by it
+GROUPS = ("yolo_head.blocks.2.convs.0.conv", "yolo_head.blocks.2.convs.1.conv")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = load_config(CFG)
+    model = build_model(cfg)
+    return cfg, PruneGraph.of(model)
+
+
+def _build(setup, path, **kw):
+    cfg, graph = setup
+    return L.build_table(graph, cfg, str(path), SIZE, step=16, groups=GROUPS, repeats=5,
+                         progress=False, log=lambda *a: None, **kw)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
+    path = tmp_path / "latency.json"
+    _, graph = setup
+    total = len(L.work_items(graph, 16, groups=GROUPS)[1])
+
+    def kill(n):
+        if n == 2:
+            raise _Killed
+    with pytest.raises(_Killed):
+        _build(setup, path, on_entry=kill)
+    data = json.loads(path.read_text())          # a loadable file with what was measured
+    assert len(data["base"]) + sum(len(e) for e in data["entries"].values()) == 2
+    assert data["full_ms"] is None
+    seen = []
+    table = _build(setup, path, on_entry=seen.append)
+    assert len(seen) == total - 2                # only the missing entries were measured
+    assert table.complete and table.full_ms > 0 and table.scale > 0
+    # the calibration plan is predicted as measured
+    assert table.predict(table.calib["plan"]) == pytest.approx(table.calib["ms"], rel=1e-9) \
+        or table.scale == 1.0
+    again = []
+    _build(setup, path, on_entry=again.append)
+    assert again == []                           # complete: nothing measured again
+    # exact on its own points: the unpruned model and every measured count
+    assert table.predict({}) == pytest.approx(table.full_ms, rel=1e-12)
+    for key in GROUPS:
+        size = graph.group(key).size
+        for k, pieces in table.entries[key].items():
+            got = table.predict({key: k}) - table.predict({})
+            measured = sum(pieces.values()) - sum(table.base[u] for u in pieces)
+            assert got == pytest.approx(table.scale * measured, abs=1e-9)
+            assert got == pytest.approx(table.scale * (table.group_ms(key, k)
+                                                       - table.group_ms(key, size)))
+            assert table.predict({key: np.arange(k)}) == table.predict({key: k})
+    # between points: linear interpolation
+    k0, k1 = table.counts(GROUPS[1])[:2]
+    mid = table.group_ms(GROUPS[1], (k0 + k1) // 2)
+    lo, hi = sorted((table.group_ms(GROUPS[1], k0), table.group_ms(GROUPS[1], k1)))
+    assert lo <= mid <= hi
+
+
+def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
+    path = tmp_path / "latency.json"
+    cfg, graph = setup
+    key = L.target_key(graph, SIZE, 1, True, "x.yml")
+    table = L.LatencyTable(key, {GROUPS[0]: {8: {"c": 1.0}}}, 2.0, {GROUPS[0]: 32},
+                           str(path), {"c": 1.5})
+    table.save()
+    for other, word in ((L.target_key(graph, [96, 96], 1, True), "input_size"),
+                        (L.target_key(graph, SIZE, 2, True), "threads"),
+                        ({**key, "device": "gpu: H200"}, "device"),
+                        ({**key, "structure": "0123"}, "config")):
+        with pytest.raises(L.LatencyTableError) as e:
+            L.LatencyTable.load(str(path), other)
+        msg = str(e.value)
+        assert "\n" not in msg and word in msg and "latency_table.py" in msg
+    with pytest.raises(L.LatencyTableError) as e:      # building on it for another size
+        L.build_table(graph, cfg, str(path), [96, 96], groups=GROUPS, progress=False,
+                      log=lambda *a: None)
+    assert "input_size" in str(e.value)
+    path.write_text("not json")
+    with pytest.raises(L.LatencyTableError):
+        L.LatencyTable.load(str(path), key)
+
+
+def _measure_pair(dirs, size, rounds=4):
+    from ppdet.engine.latency import measure_latency
+    best = [float("inf")] * len(dirs)
+    for _ in range(rounds):                  # round robin: the same machine load for each
+        for i, d in enumerate(dirs):
+            best[i] = min(best[i], measure_latency(d, size, warmup=3, repeats=20,
+                                                   stat=L.STAT))
+    return best
+
+
+def test_latency_target_is_met_within_the_noise_of_this_run(tmp_path):
+    from ppdet.engine.export import export_model
+    from ppdet.slim import search
+    from ppdet.slim.plan import apply_plan, make_plan
+    cfg = load_config(CFG)
+    size = [160, 160]                            # the config's deploy size
+    model = build_model(cfg)
+    graph = PruneGraph.of(model)
+    for e in graph.convs:                        # background scores: NMS load as trained
+        if e.role == "prediction":
+            conv = graph.layers[e.path]
+            conv.weight.set_value(conv.weight.numpy() * 0.01)
+            conv.bias.set_value(np.full(conv.bias.shape, -8.0, "float32"))
+    big = [g.key for g in graph.prunable if g.size >= 128]    # most of the FLOPs, quick
+    table = L.build_table(graph, cfg, str(tmp_path / "t.json"), size, step=64, groups=big,
+                          repeats=10, progress=False, log=lambda *a: None)
+    names = [graph.group(k).name for k in big]
+    with pytest.raises(search.SearchError, match="above the unpruned"):
+        search.latency_target(table, table.full_ms * 1.1)
+    with pytest.raises(search.SearchError, match="reaches"):
+        search.uniform_ratio_for_latency(table, graph, names, table.fixed_ms * 0.1)
+    base_ms = table.predict({})
+    reach = table.predict({k: min(table.counts(k)) for k in big})
+    speedup = base_ms / (base_ms - 0.7 * (base_ms - reach))      # reachable on this machine
+    target = search.latency_target(table, speedup=speedup)
+    _, ratios, ms = search.uniform_ratio_for_latency(table, graph, names, target)
+    assert ms <= target
+    for name, r in ratios.items():               # counts are the table's
+        g = graph.group(name)
+        assert round(g.size * (1 - r)) in table.entries[g.key]
+    dirs = [str(tmp_path / "base"), str(tmp_path / "pruned")]
+    export_model(model, cfg, dirs[0], ["c"] * 4)
+    applied = apply_plan(graph, make_plan(graph, ratios))
+    export_model(model, cfg, dirs[1], ["c"] * 4)
+    applied.restore()
+    export_model(model, cfg, str(tmp_path / "base2"), ["c"] * 4)
+    base, pruned, base2 = _measure_pair(dirs + [str(tmp_path / "base2")], size)
+    noise = abs(base / base2 - 1)                # the same model twice, this run
+    got = base / pruned
+    tol = 0.2 + 2 * noise                        # the predictor's error (bench) + noise
+    assert abs(got / speedup - 1) <= tol, (got, speedup, tol)
+
+
+def test_missing_table_names_how_to_build_it(setup, tmp_path):
+    from ppdet.core.errors import UserError
+    from ppdet.slim.pipelines import load_latency_table
+    cfg, graph = setup
+    cfg = dict(cfg, weights=str(tmp_path / "model_final"))
+    assert load_latency_table(cfg, graph) is None
+    with pytest.raises(UserError) as e:
+        load_latency_table(cfg, graph, required=True)
+    assert "latency_table.py" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--pruned_params", "*", "--target_latency", "3", "--target_speedup", "2"],
+     "exclude each other"),
+    (["--pruned_params", "*", "--target_speedup", "0.5"], "--target_speedup"),
+    (["--target_latency", "3"], "--sensitivities_file or --pruned_params"),
+    (["--pruned_params", "*", "--target_latency", "3", "--latency_table", "/nowhere.json"],
+     "latency_table.py"),
+])
+def test_latency_options_are_checked_first(argv, words, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "prune_script", os.path.join(ROOT, "slim/prune/prune.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit) as e:
+        script.main(["-c", CFG, *argv])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and words in err, err
+
+
+def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
+    """On a synthetic table (no timing): the search meets the budget on the table's counts
+    and takes its channels from the group whose loss is low."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b = (graph.group(k) for k in GROUPS)
+    key = L.target_key(graph, SIZE)
+    entries, base = {}, {}
+    for g in (a, b):
+        base[g.key] = float(g.size)                     # 1 ms per channel, one conv each
+        entries[g.key] = {k: {g.key: float(k)} for k in range(8, g.size, 8)}
+    table = L.LatencyTable(key, entries, 10.0 + a.size + b.size,
+                           {a.key: a.size, b.key: b.size}, None, base)
+    sens = {a.name: {0.25: 0.001, 0.5: 0.002, 0.75: 0.004},     # a: cheap to prune
+            b.name: {0.25: 0.05, 0.5: 0.2, 0.75: 0.5}}
+    target = table.predict({}) - 0.5 * a.size
+    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
+    assert ms <= target and lost < 0.01 and b.name not in ratios
+    kept = round(a.size * (1 - ratios[a.name]))
+    assert kept in table.counts(a.key)
+    with pytest.raises(search.SearchError, match="reaches"):
+        search.ratios_for_latency(table, graph, sens, 10.0)
