@@ -47,9 +47,11 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
                         pruned_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                         criterion="l1_norm", eval_samples=None, batch_size=16, mode="fast",
                         cpu_threads=1, shards=1, shard_id=0, adopt=False, progress=True,
-                        log=print):
+                        log=print, bn_calib=0):
     """Measure the loss of pruning each selected conv by each ratio (restartable: pairs in
-    the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``."""
+    the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``.
+    ``bn_calib``: re-estimate BN statistics on that many training batches (of
+    ``batch_size`` images, eval transforms) before every measurement, the baseline's too."""
     from ppdet.engine.builder import (
         build_dataset,
         build_metric_for,
@@ -81,7 +83,18 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if not records:
         raise UserError(f"the eval set {dataset.anno_path} holds no images")
     weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
-    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion)
+    calib_fp = calib_set = None
+    if bn_calib:
+        from ppdet.slim.bn_calib import CalibSet
+        train = build_dataset(cfg, "train")
+        need = bn_calib * batch_size
+        if len(train.records) < need:
+            raise UserError(f"--bn_calib {bn_calib} needs {need} training images (batches of "
+                            f"--batch_size {batch_size}); {train.anno_path} holds "
+                            f"{len(train.records)}: lower --bn_calib or --batch_size")
+        calib_fp = {"batches": bn_calib, "batch_size": batch_size,
+                    "train set": eval_set_digest(train.records[:need])[:16]}
+    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion, calib_fp)
     # the file is checked (and refused) before the slow steps: caching, baseline
     store = SensitivityStore(sensitivities_file, fp, adopt=adopt)
     load_weights(model, weights)
@@ -89,14 +102,20 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     pruner.check(params)
     cache = EvalCache(dataset, cfg["EvalReader"]["sample_transforms"], max_samples=eval_samples)
     metric = build_metric_for(cfg, cache.dataset)
+    if bn_calib:
+        calib_set = CalibSet(train, cfg["EvalReader"]["sample_transforms"], bn_calib,
+                             batch_size, progress=progress)
     if mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
         measure = MaskedMeasure(MaskedEvaluator(model, cache, metric, pruner, batch_size,
-                                                threads=cpu_threads))
+                                                threads=cpu_threads, calib=calib_set))
     else:
-        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size))
+        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size),
+                                   calib=calib_set)
     log(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-        f"{len(cache)} eval images, {mode} mode, loss on {metric.headline} -> {store.path}")
+        f"{len(cache)} eval images, {mode} mode"
+        + (f", BN recalibrated on {bn_calib} x {batch_size} training images" if bn_calib
+           else "") + f", loss on {metric.headline} -> {store.path}")
     data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
                            progress=progress, log=log, label=metric.headline)
     return SensitivityResult(data, params, ratios, store.path, store.baseline)

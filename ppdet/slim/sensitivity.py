@@ -109,12 +109,14 @@ def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def fingerprint(cfg, weights_path, eval_set, criterion):
+def fingerprint(cfg, weights_path, eval_set, criterion, bn_calib=None):
     """What a measured number depends on; records measured under another are refused.
 
     Covers the model config, the weights file, the eval set (``eval_set``: an
     ``EvalCache``, or a digest from ``eval_set_digest``), the EvalReader's transforms,
-    the metric (and VOC ``map_type``) and the pruning criterion."""
+    the metric (and VOC ``map_type``), the pruning criterion and the BN recalibration
+    (``bn_calib``: ``CalibSet.describe()``, or None for none; files written before it
+    existed read as none)."""
     model_keys = sorted(k for k in cfg if k[:1].isupper() and not k.endswith(("Reader",
                                                                                "Dataset"))
                         and k not in ("LearningRate", "OptimizerBuilder"))
@@ -129,7 +131,7 @@ def fingerprint(cfg, weights_path, eval_set, criterion):
             "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
             "eval reader": _digest(reader), "metric": metric,
             "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",
-            "criterion": criterion}
+            "criterion": criterion, "bn_calib": bn_calib or "none"}
 
 
 def plan_pairs(params, ratios, shards=1, shard_id=0):
@@ -142,18 +144,28 @@ def plan_pairs(params, ratios, shards=1, shard_id=0):
 
 
 class RealPruneMeasure:
-    """Prune the model for real, evaluate it eagerly, restore it."""
+    """Prune the model for real, evaluate it eagerly, restore it. With ``calib`` (a
+    :class:`~ppdet.slim.bn_calib.CalibSet`) the BN statistics are re-estimated before each
+    evaluation (the baseline's too) and put back after it."""
 
-    def __init__(self, pruner, evaluator):
-        self.pruner, self.evaluator = pruner, evaluator
+    def __init__(self, pruner, evaluator, calib=None):
+        self.pruner, self.evaluator, self.calib = pruner, evaluator, calib
+
+    def _evaluate(self):
+        if self.calib is None:
+            return self.evaluator()
+        from ppdet.slim import bn_calib
+        model = self.evaluator.model
+        with bn_calib.using_stats(model, bn_calib.calibrated_stats(model, self.calib)):
+            return self.evaluator()
 
     def baseline(self):
-        return self.evaluator()
+        return self._evaluate()
 
     def __call__(self, name, ratio):
         kept = self.pruner.prune({name: ratio})[name]
         try:
-            return self.evaluator(), kept
+            return self._evaluate(), kept
         finally:
             self.pruner.restore()
 
@@ -164,7 +176,8 @@ class RealPruneMeasure:
 
 class MaskedMeasure:
     """Zero the pruned channels in one compiled program (see ppdet.slim.fast_eval): the
-    same plan as real pruning, and the same mAP, several times faster."""
+    same plan as real pruning, and the same mAP, several times faster. BN statistics are
+    recalibrated first when the evaluator was made with ``calib``."""
 
     def __init__(self, evaluator):
         self.evaluator = evaluator
@@ -173,11 +186,13 @@ class MaskedMeasure:
         return self.evaluator()
 
     def __call__(self, name, ratio):
-        masks = self.evaluator.masks_for({name: ratio})
-        a, b = self.evaluator.offsets[self.evaluator.index[name]]
-        self.evaluator.calls += 1
-        return float(self.evaluator.metric.score(self.evaluator.detections(masks))), \
-            int(masks[a:b].sum())
+        ev = self.evaluator
+        units = ev.unit_masks({name: ratio})
+        masks = ev.masks_for({name: ratio}, units)
+        corr = ev.correction_for(units) if ev.calib is not None else None
+        a, b = ev.offsets[ev.index[name]]
+        ev.calls += 1
+        return float(ev.metric.score(ev.detections(masks, corr))), int(masks[a:b].sum())
 
     @property
     def calls(self):

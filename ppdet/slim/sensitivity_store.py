@@ -25,6 +25,12 @@ __all__ = ["norm_ratio", "SensitivityStore", "load_sensitivities_file", "merge_f
 
 META_SUFFIX = ".meta.json"
 FORMAT = "ppdet-sensitivity/1"
+# fingerprint keys added later, and what a sidecar written before them means
+DEFAULTS = {"bn_calib": "none"}
+
+
+def _fp_get(fp, key):
+    return fp.get(key, DEFAULTS.get(key))
 
 
 def norm_ratio(r):
@@ -114,11 +120,11 @@ class SensitivityStore:
     def _check(self, meta):
         theirs = meta.get("fingerprint") or {}
         for key, value in self.fingerprint.items():
-            if theirs.get(key) != value:
+            if _fp_get(theirs, key) != value:
                 def short(v):
-                    return "absent" if v is None else str(v)[:12]
+                    return "absent" if v is None else str(v)[:40 if key == "bn_calib" else 12]
                 raise UserError(
-                    f"{self.path} was measured with another {key} ({short(theirs.get(key))} "
+                    f"{self.path} was measured with another {key} ({short(_fp_get(theirs, key))} "
                     f"there, {short(value)} now): use another --sensitivities_file, or delete "
                     f"it and its {META_SUFFIX} to start over")
 
@@ -215,7 +221,7 @@ def merge_with_sidecars(paths, output, adopt=False):
     metas = [(p, m) for p, m in metas if m is not None]
     for p, meta in metas[1:]:
         for key, value in meta.get("fingerprint", {}).items():
-            first = metas[0][1].get("fingerprint", {}).get(key)
+            first = _fp_get(metas[0][1].get("fingerprint", {}), key)
             if first is not None and first != value:
                 raise UserError(f"{p} was measured with another {key} than {metas[0][0]}: "
                                 f"these files cannot be merged")
@@ -226,7 +232,7 @@ def merge_with_sidecars(paths, output, adopt=False):
             old_meta = read_meta(out + META_SUFFIX)
             if metas and old_meta is not None:
                 for key, value in metas[0][1].get("fingerprint", {}).items():
-                    if old_meta.get("fingerprint", {}).get(key) != value:
+                    if _fp_get(old_meta.get("fingerprint", {}), key) != value:
                         raise UserError(f"{output} was measured with another {key} than "
                                         f"{metas[0][0]}: merge into another -o file")
             elif metas and old and not adopt:

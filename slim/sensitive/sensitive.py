@@ -40,6 +40,7 @@ def check_args(args):
     check_range("--batch_size", args.batch_size, 1)
     check_range("--eval_samples", args.eval_samples, 1)
     check_range("--cpu_threads", args.cpu_threads, 1)
+    check_range("--bn_calib", args.bn_calib, 0)
     check_range("--shards", args.shards, 1)
     if args.shards is not None:
         check_range("--shard_id", args.shard_id, 0, args.shards - 1)
@@ -81,6 +82,10 @@ def main(argv=None):
                              "real: prune the dygraph model each time (slower)")
     parser.add_argument("--cpu_threads", type=int, default=1,
                         help="threads of the fast-mode predictor (1 suits parallel processes)")
+    parser.add_argument("--bn_calib", type=int, default=0, metavar="N",
+                        help="before each measurement (and the baseline) re-estimate BN "
+                             "statistics on N training batches of --batch_size images (eval "
+                             "transforms, no gradients); 0: off. Recorded in the sidecar")
     parser.add_argument("--shards", type=int, default=None, help="split pairs into N shards")
     parser.add_argument("--shard_id", type=int, default=None, help="which shard to run")
     parser.add_argument("--adopt", action="store_true",
@@ -100,7 +105,7 @@ def main(argv=None):
     return pipelines.analyse_sensitivity(
         cfg, args.sensitivities_file, args.pruned_params, check_ratios(args.pruned_ratios),
         args.criterion, args.eval_samples, args.batch_size, args.mode, args.cpu_threads,
-        shards, shard_id, args.adopt).sensitivities
+        shards, shard_id, args.adopt, bn_calib=args.bn_calib).sensitivities
 
 
 if __name__ == "__main__":
