@@ -47,11 +47,13 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
                         pruned_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                         criterion="l1_norm", eval_samples=None, batch_size=16, mode="fast",
                         cpu_threads=1, shards=1, shard_id=0, adopt=False, progress=True,
-                        log=print, bn_calib=0):
+                        log=print, bn_calib=0, stop_loss=None):
     """Measure the loss of pruning each selected conv by each ratio (restartable: pairs in
     the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``.
     ``bn_calib``: re-estimate BN statistics on that many training batches (of
-    ``batch_size`` images, eval transforms) before every measurement, the baseline's too."""
+    ``batch_size`` images, eval transforms) before every measurement, the baseline's too.
+    ``stop_loss``: per conv, ratios in ascending order, none measured past a loss above it
+    (see :func:`ppdet.slim.sensitivity.run_sensitivity`)."""
     from ppdet.engine.builder import (
         build_dataset,
         build_metric_for,
@@ -117,7 +119,8 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
         + (f", BN recalibrated on {bn_calib} x {batch_size} training images" if bn_calib
            else "") + f", loss on {metric.headline} -> {store.path}")
     data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
-                           progress=progress, log=log, label=metric.headline)
+                           progress=progress, log=log, label=metric.headline,
+                           stop_loss=stop_loss)
     return SensitivityResult(data, params, ratios, store.path, store.baseline)
 
 

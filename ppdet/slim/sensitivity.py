@@ -19,7 +19,7 @@ from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest", "plan_pairs",
-           "run_sensitivity", "RealPruneMeasure", "MaskedMeasure"]
+           "run_sensitivity", "stopped_by", "RealPruneMeasure", "MaskedMeasure"]
 
 
 class EvalCache:
@@ -199,12 +199,24 @@ class MaskedMeasure:
         return self.evaluator.calls
 
 
+def stopped_by(losses, ratio, stop_loss):
+    """The smallest ratio below ``ratio`` whose measured loss passed ``stop_loss``
+    (``losses``: ``{ratio: loss}`` of one conv), or None: measure ``ratio``."""
+    over = [r for r, loss in losses.items() if r < ratio - 1e-9 and loss > stop_loss]
+    return min(over) if over else None
+
+
 def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progress=True,
-                    log=print, label="mAP"):
+                    log=print, label="mAP", stop_loss=None):
     """Measure every pair of this shard not yet in ``store``; returns the store's data.
 
     ``measure(name, ratio) -> (score, filters kept)``; ``measure.baseline() -> score``, the
     metric's headline number (``label``: VOC mAP, COCO AP 0.50:0.95).
+
+    ``stop_loss``: ratios are measured in ascending order per conv, and a conv's larger
+    ratios are skipped once one of its losses passes ``stop_loss`` (listed as skipped in
+    the sidecar; the pickle holds measurements only). The file is re-read before each pair,
+    so a stop found by another process sharing it counts too.
     """
     if store.baseline is None:
         tic = time.time()
@@ -221,17 +233,34 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if not store.baseline > 0:
         raise UserError(f"{store.meta_path} holds baseline {store.baseline}: delete it and "
                         f"measure again")
+    if stop_loss is not None:
+        ratios = sorted(ratios)
     mine = plan_pairs(params, ratios, shards, shard_id)
     todo = [(p, r) for p, r in mine if not store.has(p, r)]
     if len(todo) < len(mine):
         log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
             f"{store.path}")
     bar = tqdm(todo, desc="sensitivity", disable=not progress, dynamic_ncols=True)
+    say = bar.write if progress else log
+    skipped = 0
     for name, ratio in bar:
+        if stop_loss is not None:
+            store.refresh()
+            if store.has(name, ratio):          # another process measured it meanwhile
+                continue
+            at = stopped_by(store.data.get(name, {}), ratio, stop_loss)
+            if at is not None:
+                if not store.is_skipped(name, ratio):
+                    store.skip(name, ratio, stop_loss)
+                skipped += 1
+                continue
         value, kept = measure(name, ratio)
         loss = (store.baseline - value) / store.baseline
         store.add(name, ratio, loss)
-        (bar.write if progress else log)(
-            f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
-            f"loss {loss:.4f}")
+        say(f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
+            f"loss {loss:.4f}" + (f" > --stop_loss {stop_loss}: larger ratios skipped"
+                                  if stop_loss is not None and loss > stop_loss else ""))
+    if skipped:
+        log(f"{skipped} of {len(mine)} pairs skipped by --stop_loss {stop_loss} (listed in "
+            f"{os.path.basename(store.meta_path)})")
     return store.data
