@@ -13,9 +13,11 @@ takes ``bn_scale`` and ``bn_shift``, one per BN channel, applied to every BN's o
 statistics are re-estimated in dygraph with the same masks and reach the predictor as that
 affine correction (:func:`ppdet.slim.bn_calib.affine_correction`).
 """
+import copy
 import os
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 import paddle
@@ -74,6 +76,8 @@ class MaskedEvaluator:
                  workdir=None, calib=None):
         self.model, self.cache, self.metric, self.pruner = model, cache, metric, pruner
         self.calib = calib
+        self._dygraph = threading.Lock()    # clones share the dygraph model (calibration)
+        self._metric = threading.Lock()     # ... and the metric (COCOeval is not re-entrant)
         self.bns = [m for _, m in bn_calib.bn_layers(model)] if calib is not None else None
         self.n_bn = sum(m._mean.shape[0] for m in self.bns) if self.bns else 0
         self.batch_size = batch_size
@@ -110,6 +114,17 @@ class MaskedEvaluator:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         self.inputs = {n: self.predictor.get_input_handle(n)
                        for n in self.predictor.get_input_names()}
+
+    def clone(self):
+        """Another evaluator on the same compiled program and weights (Paddle Inference
+        ``predictor.clone()``), for a worker thread of its own; dygraph work (BN
+        calibration) is serialised between clones."""
+        other = copy.copy(self)
+        other.predictor = self.predictor.clone()
+        other.inputs = {n: other.predictor.get_input_handle(n)
+                        for n in other.predictor.get_input_names()}
+        other.calls = 0
+        return other
 
     def _export(self):
         ups = [m for m in self.model.sublayers() if isinstance(m, Upsample2x)]
@@ -155,9 +170,9 @@ class MaskedEvaluator:
     def correction_for(self, unit_masks):
         """The BN ``(scale, shift)`` of the model pruned by ``unit_masks``, its statistics
         re-estimated on the calibration batches (dygraph, masks applied as hooks)."""
-        with masked(self.graph, unit_masks):
+        with self._dygraph, masked(self.graph, unit_masks):
             stats = bn_calib.calibrated_stats(self.model, self.calib)
-        return bn_calib.affine_correction(self.model, stats)
+            return bn_calib.affine_correction(self.model, stats)
 
     def detections(self, masks, correction=None):
         self.inputs["channel_masks"].copy_from_cpu(masks)
@@ -184,4 +199,8 @@ class MaskedEvaluator:
         self.calls += 1
         units = self.unit_masks(ratios)
         corr = self.correction_for(units) if self.calib is not None else None
-        return float(self.metric.score(self.detections(self.masks_for(ratios, units), corr)))
+        return self.score(self.detections(self.masks_for(ratios, units), corr))
+
+    def score(self, detections):
+        with self._metric:
+            return float(self.metric.score(detections))

@@ -46,14 +46,17 @@ class SensitivityResult:
 def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
                         pruned_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                         criterion="l1_norm", eval_samples=None, batch_size=16, mode="fast",
-                        cpu_threads=1, shards=1, shard_id=0, adopt=False, progress=True,
+                        cpu_threads=None, shards=1, shard_id=0, adopt=False, progress=True,
                         log=print, bn_calib=0, stop_loss=None):
     """Measure the loss of pruning each selected conv by each ratio (restartable: pairs in
     the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``.
     ``bn_calib``: re-estimate BN statistics on that many training batches (of
     ``batch_size`` images, eval transforms) before every measurement, the baseline's too.
     ``stop_loss``: per conv, ratios in ascending order, none measured past a loss above it
-    (see :func:`ppdet.slim.sensitivity.run_sensitivity`)."""
+    (see :func:`ppdet.slim.sensitivity.run_sensitivity`).
+    ``cpu_threads``: None (default) runs one single-threaded predictor per core this process
+    may use, shared with the other sensitivity processes on the machine or node
+    (:class:`ppdet.slim.cores.CoreShare`); a number: one predictor with that many threads."""
     from ppdet.engine.builder import (
         build_dataset,
         build_metric_for,
@@ -107,10 +110,20 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if bn_calib:
         calib_set = CalibSet(train, cfg["EvalReader"]["sample_transforms"], bn_calib,
                              batch_size, progress=progress)
+    import contextlib
+    share = contextlib.nullcontext()
+    workers = None
     if mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
-        measure = MaskedMeasure(MaskedEvaluator(model, cache, metric, pruner, batch_size,
-                                                threads=cpu_threads, calib=calib_set))
+        evaluator = MaskedEvaluator(model, cache, metric, pruner, batch_size,
+                                    threads=cpu_threads or 1, calib=calib_set)
+        measure = MaskedMeasure(evaluator)
+        if cpu_threads is None:
+            from ppdet.slim.cores import CoreShare
+            share = CoreShare()
+            workers = share.workers
+            measure = [measure] + [MaskedMeasure(evaluator.clone())
+                                   for _ in range(share.cores - 1)]
     else:
         measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size),
                                    calib=calib_set)
@@ -118,9 +131,13 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
         f"{len(cache)} eval images, {mode} mode"
         + (f", BN recalibrated on {bn_calib} x {batch_size} training images" if bn_calib
            else "") + f", loss on {metric.headline} -> {store.path}")
-    data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
-                           progress=progress, log=log, label=metric.headline,
-                           stop_loss=stop_loss)
+    with share:
+        if workers is not None:
+            log(f"{share.cores} cores: up to {share.cores} predictors, "
+                f"{share.workers()} while {share.peers()} sensitivity process(es) share them")
+        data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
+                               progress=progress, log=log, label=metric.headline,
+                               stop_loss=stop_loss, workers=workers)
     return SensitivityResult(data, params, ratios, store.path, store.baseline)
 
 

@@ -4,10 +4,12 @@ loss = (baseline_mAP - pruned_mAP) / baseline_mAP, PaddleSlim's definition. The 
 is decoded and preprocessed once per process (``EvalCache``); the model is pruned and
 restored in place; nothing is rebuilt per measurement.
 """
+import collections
 import copy
 import hashlib
 import json
 import os
+import threading
 import time
 
 import numpy as np
@@ -192,7 +194,7 @@ class MaskedMeasure:
         corr = ev.correction_for(units) if ev.calib is not None else None
         a, b = ev.offsets[ev.index[name]]
         ev.calls += 1
-        return float(ev.metric.score(ev.detections(masks, corr))), int(masks[a:b].sum())
+        return ev.score(ev.detections(masks, corr)), int(masks[a:b].sum())
 
     @property
     def calls(self):
@@ -207,7 +209,7 @@ def stopped_by(losses, ratio, stop_loss):
 
 
 def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progress=True,
-                    log=print, label="mAP", stop_loss=None):
+                    log=print, label="mAP", stop_loss=None, workers=None):
     """Measure every pair of this shard not yet in ``store``; returns the store's data.
 
     ``measure(name, ratio) -> (score, filters kept)``; ``measure.baseline() -> score``, the
@@ -217,7 +219,15 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     ratios are skipped once one of its losses passes ``stop_loss`` (listed as skipped in
     the sidecar; the pickle holds measurements only). The file is re-read before each pair,
     so a stop found by another process sharing it counts too.
+
+    ``measure`` may be a list: one worker thread each, taking pairs from one queue (each
+    pair measured once, all written under the store's lock). ``workers() -> n``: how many
+    of them may run now (a :class:`ppdet.slim.cores.CoreShare`); the others wait. With
+    several workers and ``stop_loss`` the pairs go ratio by ratio across convs, so that
+    few are measured past a conv's stop.
     """
+    measures = list(measure) if isinstance(measure, (list, tuple)) else [measure]
+    measure = measures[0]
     if store.baseline is None:
         tic = time.time()
         value = measure.baseline()
@@ -240,26 +250,66 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if len(todo) < len(mine):
         log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
             f"{store.path}")
-    bar = tqdm(todo, desc="sensitivity", disable=not progress, dynamic_ncols=True)
+    if stop_loss is not None and len(measures) > 1:
+        todo.sort(key=lambda pair: pair[1])                 # stable: convs keep their order
+    bar = tqdm(total=len(todo), desc="sensitivity", disable=not progress, dynamic_ncols=True)
     say = bar.write if progress else log
+    queue, lock, failed = collections.deque(todo), threading.Lock(), []
     skipped = 0
-    for name, ratio in bar:
+
+    def one(m, name, ratio):
+        nonlocal skipped
         if stop_loss is not None:
-            store.refresh()
-            if store.has(name, ratio):          # another process measured it meanwhile
-                continue
-            at = stopped_by(store.data.get(name, {}), ratio, stop_loss)
-            if at is not None:
-                if not store.is_skipped(name, ratio):
-                    store.skip(name, ratio, stop_loss)
-                skipped += 1
-                continue
-        value, kept = measure(name, ratio)
+            with lock:
+                store.refresh()
+                if store.has(name, ratio):      # another process measured it meanwhile
+                    return
+                if stopped_by(store.data.get(name, {}), ratio, stop_loss) is not None:
+                    if not store.is_skipped(name, ratio):
+                        store.skip(name, ratio, stop_loss)
+                    skipped += 1
+                    return
+        value, kept = m(name, ratio)
         loss = (store.baseline - value) / store.baseline
-        store.add(name, ratio, loss)
-        say(f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
-            f"loss {loss:.4f}" + (f" > --stop_loss {stop_loss}: larger ratios skipped"
-                                  if stop_loss is not None and loss > stop_loss else ""))
+        with lock:
+            store.add(name, ratio, loss)
+            say(f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
+                f"loss {loss:.4f}" + (f" > --stop_loss {stop_loss}: larger ratios skipped"
+                                      if stop_loss is not None and loss > stop_loss else ""))
+
+    def worker(k, m):
+        while not failed:
+            if k and workers is not None and k >= workers():
+                if not queue:
+                    return
+                time.sleep(0.2)                 # another process holds the cores for now
+                continue
+            with lock:
+                if not queue:
+                    return
+                name, ratio = queue.popleft()
+            try:
+                one(m, name, ratio)
+            except BaseException as e:          # the main thread re-raises it
+                failed.append(e)
+                return
+            finally:
+                bar.update()
+
+    try:
+        if len(measures) == 1:
+            worker(0, measure)
+        else:
+            threads = [threading.Thread(target=worker, args=(k, m), daemon=True)
+                       for k, m in enumerate(measures)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        bar.close()
+    if failed:
+        raise failed[0]
     if skipped:
         log(f"{skipped} of {len(mine)} pairs skipped by --stop_loss {stop_loss} (listed in "
             f"{os.path.basename(store.meta_path)})")

@@ -81,8 +81,11 @@ def main(argv=None):
     parser.add_argument("--mode", default="fast", choices=["fast", "real"],
                         help="fast: one oneDNN program, pruned channels zeroed (same mAP); "
                              "real: prune the dygraph model each time (slower)")
-    parser.add_argument("--cpu_threads", type=int, default=1,
-                        help="threads of the fast-mode predictor (1 suits parallel processes)")
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="fast mode: one predictor with this many threads. Default: one "
+                             "1-thread predictor per core, over disjoint pairs, shared with "
+                             "the other sensitive.py processes on this machine (side by side "
+                             "or under paddle.distributed.launch)")
     parser.add_argument("--bn_calib", type=int, default=0, metavar="N",
                         help="before each measurement (and the baseline) re-estimate BN "
                              "statistics on N training batches of --batch_size images (eval "
