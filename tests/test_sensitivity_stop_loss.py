@@ -128,3 +128,18 @@ def test_bad_stop_loss_is_one_line_exit_2():
                        text=True)
     assert r.returncode == 2 and "--stop_loss" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_merge_keeps_skipped_pairs_that_no_input_measured(tmp_path):
+    from ppdet.slim.sensitivity_store import merge_with_sidecars
+    a, b, out = (str(tmp_path / f) for f in ("a.data", "b.data", "m.data"))
+    for path, ratios in ((a, [0.1, 0.3]), (b, [0.2, 0.4])):
+        store = SensitivityStore(path, FP)
+        store.set_baseline(0.8)
+        for r in ratios:
+            store.add("c", r, r)
+    SensitivityStore(a, FP).skip("c", 0.4, 0.25)      # measured in b: not skipped any more
+    SensitivityStore(a, FP).skip("c", 0.5, 0.25)
+    merged = merge_with_sidecars([a, b], out)
+    assert set(merged["c"]) == {0.1, 0.2, 0.3, 0.4}
+    assert json.load(open(out + META_SUFFIX))["skipped"] == {"c": {"0.5": 0.25}}
