@@ -9,8 +9,10 @@ Same model, weights, eval set and convs:
     the concat worker, so the same convs are pruned) and an ``eval_func`` that iterates the
     standard EvalReader data loader each time.
 Also (c): one evaluation of the unpruned model over the cached set, to check that (a)'s
-total is close to (number of evaluations x c). paddleslim divides by (baseline + 1e-3):
-its losses are rescaled by (baseline + 1e-3) / baseline before comparing.
+total is close to (number of evaluations x c); (d) sensitive.py's default since issue 17:
+one 1-thread predictor per core over disjoint pairs; (e) the same with ``--stop_loss``,
+whose ratios at loss 0.05 and 0.1 must equal the full grid's (a). paddleslim divides by
+(baseline + 1e-3): its losses are rescaled by (baseline + 1e-3) / baseline before comparing.
 """
 import argparse
 import os
@@ -34,6 +36,8 @@ def main():
     parser.add_argument("-c", "--config", default="configs/shapes/yolov3_mobilenet_v1_shapes.yml")
     parser.add_argument("-o", "--opt", nargs="+", default=[])
     parser.add_argument("--convs", default=",".join(CONVS))
+    parser.add_argument("--stop_loss", type=float, default=0.15)
+    parser.add_argument("--no_real", action="store_true", help="skip (a') --mode real")
     args = parser.parse_args()
 
     from ppdet.core.config import load_config
@@ -70,6 +74,32 @@ def main():
     t_a = time.perf_counter() - tic
     n_eval = evaluator.calls
 
+    # (d) the default since issue 17: every core, one 1-thread predictor each
+    from ppdet.slim.cores import CoreShare
+    from ppdet.slim.search import ratios_by_loss
+    tic = time.perf_counter()
+    with CoreShare() as share:
+        ev_d = MaskedEvaluator(model, cache, build_metric_for(cfg, cache.dataset), pruner)
+        measures = [MaskedMeasure(ev_d)] + [MaskedMeasure(ev_d.clone())
+                                            for _ in range(share.cores - 1)]
+        n_workers = share.workers()
+        all_d = run_sensitivity(measures, SensitivityStore(os.path.join(tmp, "d.data"),
+                                                           {"bench": "d"}),
+                                convs, RATIOS, progress=False, log=lambda *_: None,
+                                workers=share.workers)
+        t_d = time.perf_counter() - tic
+        # (e) = (d) + --stop_loss
+        tic = time.perf_counter()
+        calls0 = sum(m.calls for m in measures)
+        stopped = run_sensitivity(measures, SensitivityStore(os.path.join(tmp, "e.data"),
+                                                             {"bench": "e"}),
+                                  convs, RATIOS, progress=False, log=lambda *_: None,
+                                  workers=share.workers, stop_loss=args.stop_loss)
+        t_e = time.perf_counter() - tic
+        n_e = sum(m.calls for m in measures) - calls0
+    same = {t: ratios_by_loss(stopped, t) == ratios_by_loss(ours, t) for t in (0.05, 0.1)}
+    same_d = all(abs(all_d[n][r] - ours[n][r]) < 1e-6 for n in convs for r in RATIOS)
+
     # (c) one evaluation of the unpruned model over the cached set (same compiled program)
     tic = time.perf_counter()
     for _ in range(5):
@@ -78,10 +108,12 @@ def main():
 
     # (a') this toolkit in --mode real: dygraph prune / evaluate / restore per measurement
     tic = time.perf_counter()
-    store_r = SensitivityStore(os.path.join(tmp, "r.data"), {"bench": "r"})
-    real = run_sensitivity(RealPruneMeasure(pruner, CachedEvaluator(
-        model, cache, build_metric_for(cfg, cache.dataset))), store_r, convs, RATIOS,
-        progress=False, log=lambda *_: None)
+    real = None
+    if not args.no_real:
+        store_r = SensitivityStore(os.path.join(tmp, "r.data"), {"bench": "r"})
+        real = run_sensitivity(RealPruneMeasure(pruner, CachedEvaluator(
+            model, cache, build_metric_for(cfg, cache.dataset))), store_r, convs, RATIOS,
+            progress=False, log=lambda *_: None)
     t_r = time.perf_counter() - tic
 
     # (b) paddleslim's loop with a DataLoader-iterating eval function
@@ -98,7 +130,8 @@ def main():
 
     base = store.baseline
     rescale = lambda n, r: theirs[n][r] * (base + 1e-3) / base
-    diffs_real = [abs(real[n][r] - rescale(n, r)) for n in convs for r in RATIOS]
+    diffs_real = [abs(real[n][r] - rescale(n, r)) for n in convs for r in RATIOS] if real \
+        else [float("nan")]
     diffs = [abs(ours[n][r] - theirs[n][r] * (base + 1e-3) / base) for n in convs
              for r in RATIOS]
     worst = sorted(((d, n, r) for d, (n, r) in zip(diffs, [(n, r) for n in convs
@@ -115,13 +148,20 @@ def main():
           f"| {t_b / m:.3f} | 1.00x |")
     print(f"| (a) slim/sensitive.py, fast mode (cached set, masked oneDNN program) | "
           f"{t_a:.1f} | {t_a / m:.3f} | {t_b / t_a:.2f}x faster (target >= 3x) |")
-    print(f"| (a') slim/sensitive.py --mode real (cached set, dygraph prune/restore) | "
-          f"{t_r:.1f} | {t_r / m:.3f} | {t_b / t_r:.2f}x faster |")
+    if real:
+        print(f"| (a') slim/sensitive.py --mode real (cached set, dygraph prune/restore) | "
+              f"{t_r:.1f} | {t_r / m:.3f} | {t_b / t_r:.2f}x faster |")
+    print(f"| (d) slim/sensitive.py default: {n_workers} 1-thread predictors over disjoint "
+          f"pairs ({share.cores} cores) | {t_d:.1f} | {t_d / m:.3f} | {t_b / t_d:.2f}x faster |")
+    print(f"| (e) (d) + --stop_loss {args.stop_loss:g}: {n_e} of {m} pairs measured | "
+          f"{t_e:.1f} | {t_e / m:.3f} | {t_b / t_e:.2f}x faster (goal >= 6x) |")
     print(f"| (c) {n_eval} x one unpruned evaluation over the cache | {n_eval * t_c:.1f} | "
           f"{n_eval * t_c / m:.3f} | (a) / (c) = {t_a / (n_eval * t_c):.2f} (target <= 1.15) |")
     print(f"\nmax |loss(a) - loss(b)| = {max(diffs):.2e}, pairs over 1e-6: "
           f"{sum(d > 1e-6 for d in diffs)} of {m}; max |loss(a') - loss(b)| = "
           f"{max(diffs_real):.2e} (target <= 1e-6); baseline mAP {base * 100:.2f}")
+    print(f"(d) losses equal (a)'s: {same_d}; (e) ratios at loss 0.05 / 0.1 equal the full "
+          f"grid's (a): {same[0.05]} / {same[0.1]}")
 
 
 if __name__ == "__main__":

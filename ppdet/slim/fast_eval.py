@@ -7,17 +7,25 @@ see no channel at all. The model is exported ONCE with a ``channel_masks`` input
 0/1 per such channel, applied by forward hooks, and run by Paddle Inference with oneDNN;
 each measurement only feeds new masks. Which channels go is decided by the same channel plan
 (pruning graph, criterion) as real pruning (``ppdet.slim.plan.masks``).
+
+With BN recalibration (``calib``, a :class:`~ppdet.slim.bn_calib.CalibSet`) the program also
+takes ``bn_scale`` and ``bn_shift``, one per BN channel, applied to every BN's output: the
+statistics are re-estimated in dygraph with the same masks and reach the predictor as that
+affine correction (:func:`ppdet.slim.bn_calib.affine_correction`).
 """
+import copy
 import os
 import shutil
 import tempfile
+import threading
 
 import numpy as np
 import paddle
 
 from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.modeling.layers import Upsample2x
-from ppdet.slim.plan import mask_units, masks
+from ppdet.slim import bn_calib
+from ppdet.slim.plan import mask_units, masked, masks
 
 __all__ = ["MaskedEvaluator"]
 
@@ -25,7 +33,7 @@ __all__ = ["MaskedEvaluator"]
 class _MaskedExport(paddle.nn.Layer):
     """``forward`` sets one mask per unit; hooks on the units multiply their outputs."""
 
-    def __init__(self, model, layers, offsets):
+    def __init__(self, model, layers, offsets, bns=None):
         super().__init__()
         self.model = model
         self._offsets = offsets
@@ -33,19 +41,31 @@ class _MaskedExport(paddle.nn.Layer):
         self._hooks = [layer.register_forward_post_hook(
             lambda lyr, inputs, out, _i=i: out if self._current is None
             else out * self._current[_i]) for i, layer in enumerate(layers)]
+        self._bn_offsets, self._bn = [], None
+        if bns is not None:
+            sizes = [m._mean.shape[0] for m in bns]
+            ends = np.cumsum(sizes)
+            self._bn_offsets = [(int(e - n), int(e)) for n, e in zip(sizes, ends)]
+            self._hooks += [m.register_forward_post_hook(
+                lambda lyr, inputs, out, _i=i: out if self._bn is None
+                else out * self._bn[0][_i] + self._bn[1][_i]) for i, m in enumerate(bns)]
 
     def remove_hooks(self):
         for h in self._hooks:
             h.remove()
 
-    def forward(self, image, im_shape, scale_factor, channel_masks):
+    def forward(self, image, im_shape, scale_factor, channel_masks, bn_scale=None,
+                bn_shift=None):
         self._current = [channel_masks[a:b].reshape([1, b - a, 1, 1])
                          for a, b in self._offsets]
+        if bn_scale is not None:
+            self._bn = ([bn_scale[a:b].reshape([1, b - a, 1, 1]) for a, b in self._bn_offsets],
+                        [bn_shift[a:b].reshape([1, b - a, 1, 1]) for a, b in self._bn_offsets])
         try:
             out = self.model.predict_from_outputs(self.model.head_outputs(image), im_shape,
                                                   scale_factor)
         finally:
-            self._current = None
+            self._current = self._bn = None
         return out["bbox"], out["bbox_num"]
 
 
@@ -53,8 +73,13 @@ class MaskedEvaluator:
     """``evaluator(ratios=None) -> mAP`` over a cached eval set, pruning by masks."""
 
     def __init__(self, model, cache, metric, pruner, batch_size=16, threads=1,
-                 workdir=None):
+                 workdir=None, calib=None):
         self.model, self.cache, self.metric, self.pruner = model, cache, metric, pruner
+        self.calib = calib
+        self._dygraph = threading.Lock()    # clones share the dygraph model (calibration)
+        self._metric = threading.Lock()     # ... and the metric (COCOeval is not re-entrant)
+        self.bns = [m for _, m in bn_calib.bn_layers(model)] if calib is not None else None
+        self.n_bn = sum(m._mean.shape[0] for m in self.bns) if self.bns else 0
         self.batch_size = batch_size
         self.calls = 0
         self.graph = pruner.graph
@@ -90,6 +115,17 @@ class MaskedEvaluator:
         self.inputs = {n: self.predictor.get_input_handle(n)
                        for n in self.predictor.get_input_names()}
 
+    def clone(self):
+        """Another evaluator on the same compiled program and weights (Paddle Inference
+        ``predictor.clone()``), for a worker thread of its own; dygraph work (BN
+        calibration) is serialised between clones."""
+        other = copy.copy(self)
+        other.predictor = self.predictor.clone()
+        other.inputs = {n: other.predictor.get_input_handle(n)
+                        for n in other.predictor.get_input_names()}
+        other.calls = 0
+        return other
+
     def _export(self):
         ups = [m for m in self.model.sublayers() if isinstance(m, Upsample2x)]
         for m in ups:           # oneDNN cannot run nearest interpolate with a scale attribute
@@ -101,7 +137,10 @@ class MaskedEvaluator:
                 paddle.static.InputSpec([None, 2], "float32", "im_shape"),
                 paddle.static.InputSpec([None, 2], "float32", "scale_factor"),
                 paddle.static.InputSpec([self.n_channels], "float32", "channel_masks")]
-        wrapper = _MaskedExport(self.model, self.layers, self.offsets)
+        if self.bns is not None:
+            spec += [paddle.static.InputSpec([self.n_bn], "float32", "bn_scale"),
+                     paddle.static.InputSpec([self.n_bn], "float32", "bn_shift")]
+        wrapper = _MaskedExport(self.model, self.layers, self.offsets, self.bns)
         try:
             with paddle.pir_utils.DygraphOldIrGuard():
                 static = paddle.jit.to_static(wrapper, input_spec=spec, full_graph=True)
@@ -113,19 +152,35 @@ class MaskedEvaluator:
             if was_training:
                 self.model.train()
 
-    def masks_for(self, ratios):
+    def unit_masks(self, ratios):
+        """``{unit: 0/1 per channel}`` for pruning ``{name: ratio}``."""
+        return masks(self.graph, self.pruner.plan(ratios)) if ratios else {}
+
+    def masks_for(self, ratios, unit_masks=None):
         """0/1 per channel for pruning ``{name: ratio}`` (the plan is not applied)."""
         out = np.ones(self.n_channels, "float32")
         if not ratios:
             return out
         at = {u: i for i, u in enumerate(self.units)}
-        for unit, vec in masks(self.graph, self.pruner.plan(ratios)).items():
+        for unit, vec in (unit_masks or self.unit_masks(ratios)).items():
             a, b = self.offsets[at[unit]]
             out[a:b] *= vec
         return out
 
-    def detections(self, masks):
+    def correction_for(self, unit_masks):
+        """The BN ``(scale, shift)`` of the model pruned by ``unit_masks``, its statistics
+        re-estimated on the calibration batches (dygraph, masks applied as hooks)."""
+        with self._dygraph, masked(self.graph, unit_masks):
+            stats = bn_calib.calibrated_stats(self.model, self.calib)
+            return bn_calib.affine_correction(self.model, stats)
+
+    def detections(self, masks, correction=None):
         self.inputs["channel_masks"].copy_from_cpu(masks)
+        if self.bns is not None:
+            if correction is None:
+                correction = (np.ones(self.n_bn, "float32"), np.zeros(self.n_bn, "float32"))
+            self.inputs["bn_scale"].copy_from_cpu(correction[0])
+            self.inputs["bn_shift"].copy_from_cpu(correction[1])
         dets = {}
         for img, shape, scale, ids in self.cache.batches(self.batch_size):
             self.inputs["image"].copy_from_cpu(np.ascontiguousarray(img))
@@ -140,5 +195,12 @@ class MaskedEvaluator:
         return dets
 
     def __call__(self, ratios=None):
+        """mAP pruned by ``ratios``, BN recalibrated first when the evaluator has ``calib``."""
         self.calls += 1
-        return float(self.metric.score(self.detections(self.masks_for(ratios))))
+        units = self.unit_masks(ratios)
+        corr = self.correction_for(units) if self.calib is not None else None
+        return self.score(self.detections(self.masks_for(ratios, units), corr))
+
+    def score(self, detections):
+        with self._metric:
+            return float(self.metric.score(detections))

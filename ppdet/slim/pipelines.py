@@ -46,10 +46,17 @@ class SensitivityResult:
 def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
                         pruned_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                         criterion="l1_norm", eval_samples=None, batch_size=16, mode="fast",
-                        cpu_threads=1, shards=1, shard_id=0, adopt=False, progress=True,
-                        log=print):
+                        cpu_threads=None, shards=1, shard_id=0, adopt=False, progress=True,
+                        log=print, bn_calib=0, stop_loss=None):
     """Measure the loss of pruning each selected conv by each ratio (restartable: pairs in
-    the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``."""
+    the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``.
+    ``bn_calib``: re-estimate BN statistics on that many training batches (of
+    ``batch_size`` images, eval transforms) before every measurement, the baseline's too.
+    ``stop_loss``: per conv, ratios in ascending order, none measured past a loss above it
+    (see :func:`ppdet.slim.sensitivity.run_sensitivity`).
+    ``cpu_threads``: None (default) runs one single-threaded predictor per core this process
+    may use, shared with the other sensitivity processes on the machine or node
+    (:class:`ppdet.slim.cores.CoreShare`); a number: one predictor with that many threads."""
     from ppdet.engine.builder import (
         build_dataset,
         build_metric_for,
@@ -81,7 +88,19 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if not records:
         raise UserError(f"the eval set {dataset.anno_path} holds no images")
     weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
-    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion, records=records)
+    calib_fp = calib_set = None
+    if bn_calib:
+        from ppdet.slim.bn_calib import CalibSet
+        train = build_dataset(cfg, "train")
+        need = bn_calib * batch_size
+        if len(train.records) < need:
+            raise UserError(f"--bn_calib {bn_calib} needs {need} training images (batches of "
+                            f"--batch_size {batch_size}); {train.anno_path} holds "
+                            f"{len(train.records)}: lower --bn_calib or --batch_size")
+        calib_fp = {"batches": bn_calib, "batch_size": batch_size,
+                    "train set": eval_set_digest(train.records[:need])[:16]}
+    fp = fingerprint(cfg, weights_file, eval_set_digest(records), criterion, calib_fp,
+                     records=records)
     # the file is checked (and refused) before the slow steps: caching, baseline
     store = SensitivityStore(sensitivities_file, fp, adopt=adopt)
     load_weights(model, weights)
@@ -89,16 +108,37 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     pruner.check(params)
     cache = EvalCache(dataset, cfg["EvalReader"]["sample_transforms"], max_samples=eval_samples)
     metric = build_metric_for(cfg, cache.dataset)
+    if bn_calib:
+        calib_set = CalibSet(train, cfg["EvalReader"]["sample_transforms"], bn_calib,
+                             batch_size, progress=progress)
+    import contextlib
+    share = contextlib.nullcontext()
+    workers = None
     if mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
-        measure = MaskedMeasure(MaskedEvaluator(model, cache, metric, pruner, batch_size,
-                                                threads=cpu_threads))
+        evaluator = MaskedEvaluator(model, cache, metric, pruner, batch_size,
+                                    threads=cpu_threads or 1, calib=calib_set)
+        measure = MaskedMeasure(evaluator)
+        if cpu_threads is None:
+            from ppdet.slim.cores import CoreShare
+            share = CoreShare()
+            workers = share.workers
+            measure = [measure] + [MaskedMeasure(evaluator.clone())
+                                   for _ in range(share.cores - 1)]
     else:
-        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size))
+        measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size),
+                                   calib=calib_set)
     log(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-        f"{len(cache)} eval images, {mode} mode, loss on {metric.headline} -> {store.path}")
-    data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
-                           progress=progress, log=log, label=metric.headline)
+        f"{len(cache)} eval images, {mode} mode"
+        + (f", BN recalibrated on {bn_calib} x {batch_size} training images" if bn_calib
+           else "") + f", loss on {metric.headline} -> {store.path}")
+    with share:
+        if workers is not None:
+            log(f"{share.cores} cores: up to {share.cores} predictors, "
+                f"{share.workers()} while {share.peers()} sensitivity process(es) share them")
+        data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
+                               progress=progress, log=log, label=metric.headline,
+                               stop_loss=stop_loss, workers=workers)
     n = sum(len(v) for v in data.values())
     log(f"wrote {store.path} ({n} measurements of {len(data)} convs in all) and "
         f"{store.meta_path}")

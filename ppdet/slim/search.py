@@ -16,19 +16,24 @@ class SearchError(ValueError):
 
 
 def ratios_by_loss(sensitivities, loss):
-    """Per conv, the largest ratio whose measured loss stays at or under ``loss``, with the
-    crossing interpolated linearly between the two measurements around it. Convs that no
-    ratio keeps under ``loss`` are left out. ``sensitivities``: ``{name: {ratio: loss}}``."""
+    """Per conv, the ratio where its loss curve first passes ``loss``: the largest ratio
+    before the first measurement above ``loss``, interpolated linearly toward that
+    measurement. Convs whose first measurement is above ``loss`` are left out.
+    ``sensitivities``: ``{name: {ratio: loss}}``.
+
+    On a curve that rises steadily this is PaddleSlim's ``get_ratios_by_loss``. Where a
+    curve dips back under ``loss`` after passing it (noise), the dip is not trusted; and
+    so a file analysed with ``--stop_loss L`` (no ratio measured past a loss above L)
+    gives the same ratios as the full grid for every ``loss`` below L."""
     out = {}
     for name, curve in sensitivities.items():
         points = sorted((float(r), float(v)) for r, v in curve.items())
-        ok = [i for i, (_, v) in enumerate(points) if v <= loss]
-        if not ok:
+        i = next((k for k, (_, v) in enumerate(points) if v > loss), len(points))
+        if i == 0:
             continue
-        i = ok[-1]
-        r0, l0 = points[i]
-        if i + 1 < len(points):
-            r1, l1 = points[i + 1]
+        r0, l0 = points[i - 1]
+        if i < len(points):
+            r1, l1 = points[i]
             r0 = r0 + (loss - l0) * (r1 - r0) / (l1 - l0)
         if r0 > 0:
             out[name] = round(r0, 4)
@@ -62,9 +67,14 @@ def uniform_ratio_for_flops(costs, names, target, tol=0.01, max_iter=30):
     return round(hi, 4), r
 
 
-def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=30):
-    """Bisect the loss threshold until the FLOPs reduction is ``target`` (+-tol).
-    Returns ``(threshold, ratios, reduction)``."""
+def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=40):
+    """The smallest loss threshold whose ratios remove at least ``target`` of the FLOPs
+    (bisected to 1e-12 over a fixed range; an error when even the largest measured ratios
+    fall ``tol`` short). Returns ``(threshold, ratios, reduction)``.
+
+    Which thresholds are tried depends only on whether each removes the target, never on
+    the largest loss in the file: so a file stopped at ``--stop_loss L`` gives the same
+    answer as the full grid whenever that answer is below L."""
     if not 0 < target < 1:
         raise SearchError(f"--target_flops {target} is outside (0, 1): it is the share of "
                           f"FLOPs to remove, e.g. 0.5")
@@ -72,28 +82,29 @@ def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=30):
         raise SearchError("the sensitivities file holds no measurements: let "
                           "slim/sensitive/sensitive.py finish (or merge its shards) first")
     base = costs.flops()
-    hi = max(max(v.values()) for v in sensitivities.values() if v) + 1e-6
+    losses = [x for v in sensitivities.values() for x in v.values()]
+    hi = max(1.0, max(losses)) + 1e-6          # mAP >= 0, so every loss is <= 1
     reduction = lambda t: flops_reduction(costs, ratios_by_loss(sensitivities, t), base)
     top = reduction(hi)
     if top < target - tol:
         raise SearchError(f"pruning every analysed conv as far as measured removes only "
                           f"{top:.1%} of FLOPs, short of {target:.0%}: analyse more convs or "
                           f"larger ratios, or lower the target")
-    # a threshold of 0 can already remove more than the target when pruning raised the mAP
-    lo = min(0.0, min(min(v.values()) for v in sensitivities.values() if v)) - 1e-6
-    best = (hi, top)
+    if top < target:                        # within tol: as far as the file goes
+        return hi, ratios_by_loss(sensitivities, hi), top
+    # a threshold below 0 can already remove the target when pruning raised the mAP
+    lo = min(-1.0, min(losses)) - 1e-6
+    if reduction(lo) >= target:
+        return lo, ratios_by_loss(sensitivities, lo), reduction(lo)
     for _ in range(max_iter):
         mid = (lo + hi) / 2
-        r = reduction(mid)
-        if abs(r - target) <= tol:
-            best = (mid, r)
-            break
-        if r < target:
-            lo = mid
+        if reduction(mid) >= target:
+            hi = mid
         else:
-            hi, best = mid, (mid, r)
-    threshold, r = best
-    return threshold, ratios_by_loss(sensitivities, threshold), r
+            lo = mid
+        if hi - lo < 1e-12:
+            break
+    return hi, ratios_by_loss(sensitivities, hi), reduction(hi)
 
 
 # --- latency targets (a measured table, ppdet/slim/latency.py) ------------------------------

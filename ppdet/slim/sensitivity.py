@@ -4,11 +4,13 @@ loss = (baseline_mAP - pruned_mAP) / baseline_mAP, PaddleSlim's definition. The 
 is decoded and preprocessed once per process (``EvalCache``); the model is pruned and
 restored in place; nothing is rebuilt per measurement.
 """
+import collections
 import copy
 import hashlib
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -20,8 +22,8 @@ from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest",
-           "legacy_eval_set_digest", "plan_pairs",
-           "run_sensitivity", "RealPruneMeasure", "MaskedMeasure"]
+           "legacy_eval_set_digest", "plan_pairs", "run_sensitivity", "stopped_by",
+           "RealPruneMeasure", "MaskedMeasure"]
 
 
 class EvalCache:
@@ -123,12 +125,14 @@ def _digest(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def fingerprint(cfg, weights_path, eval_set, criterion, records=None):
+def fingerprint(cfg, weights_path, eval_set, criterion, bn_calib=None, records=None):
     """What a measured number depends on; records measured under another are refused.
 
     Covers the model config, the weights file, the eval set (``eval_set``: an
     ``EvalCache``, or a digest from ``eval_set_digest``), the EvalReader's transforms,
-    the metric (and VOC ``map_type``) and the pruning criterion."""
+    the metric (and VOC ``map_type``), the pruning criterion and the BN recalibration
+    (``bn_calib``: ``CalibSet.describe()``, or None for none; files written before it
+    existed read as none)."""
     model_keys = sorted(k for k in cfg if k[:1].isupper() and not k.endswith(("Reader",
                                                                                "Dataset"))
                         and k not in ("LearningRate", "OptimizerBuilder"))
@@ -143,7 +147,7 @@ def fingerprint(cfg, weights_path, eval_set, criterion, records=None):
           "eval set": eval_set if isinstance(eval_set, str) else eval_set.digest(),
           "eval reader": _digest(reader), "metric": metric,
           "map_type": cfg.get("map_type", "11point") if metric == "VOC" else "-",
-          "criterion": criterion}
+          "criterion": criterion, "bn_calib": bn_calib or "none"}
     if records is not None:     # compared only against an older sidecar, never stored
         fp["_legacy eval set"] = legacy_eval_set_digest(records, reader)
     return fp
@@ -159,18 +163,28 @@ def plan_pairs(params, ratios, shards=1, shard_id=0):
 
 
 class RealPruneMeasure:
-    """Prune the model for real, evaluate it eagerly, restore it."""
+    """Prune the model for real, evaluate it eagerly, restore it. With ``calib`` (a
+    :class:`~ppdet.slim.bn_calib.CalibSet`) the BN statistics are re-estimated before each
+    evaluation (the baseline's too) and put back after it."""
 
-    def __init__(self, pruner, evaluator):
-        self.pruner, self.evaluator = pruner, evaluator
+    def __init__(self, pruner, evaluator, calib=None):
+        self.pruner, self.evaluator, self.calib = pruner, evaluator, calib
+
+    def _evaluate(self):
+        if self.calib is None:
+            return self.evaluator()
+        from ppdet.slim import bn_calib
+        model = self.evaluator.model
+        with bn_calib.using_stats(model, bn_calib.calibrated_stats(model, self.calib)):
+            return self.evaluator()
 
     def baseline(self):
-        return self.evaluator()
+        return self._evaluate()
 
     def __call__(self, name, ratio):
         kept = self.pruner.prune({name: ratio})[name]
         try:
-            return self.evaluator(), kept
+            return self._evaluate(), kept
         finally:
             self.pruner.restore()
 
@@ -181,7 +195,8 @@ class RealPruneMeasure:
 
 class MaskedMeasure:
     """Zero the pruned channels in one compiled program (see ppdet.slim.fast_eval): the
-    same plan as real pruning, and the same mAP, several times faster."""
+    same plan as real pruning, and the same mAP, several times faster. BN statistics are
+    recalibrated first when the evaluator was made with ``calib``."""
 
     def __init__(self, evaluator):
         self.evaluator = evaluator
@@ -190,24 +205,46 @@ class MaskedMeasure:
         return self.evaluator()
 
     def __call__(self, name, ratio):
-        masks = self.evaluator.masks_for({name: ratio})
-        a, b = self.evaluator.offsets[self.evaluator.index[name]]
-        self.evaluator.calls += 1
-        return float(self.evaluator.metric.score(self.evaluator.detections(masks))), \
-            int(masks[a:b].sum())
+        ev = self.evaluator
+        units = ev.unit_masks({name: ratio})
+        masks = ev.masks_for({name: ratio}, units)
+        corr = ev.correction_for(units) if ev.calib is not None else None
+        a, b = ev.offsets[ev.index[name]]
+        ev.calls += 1
+        return ev.score(ev.detections(masks, corr)), int(masks[a:b].sum())
 
     @property
     def calls(self):
         return self.evaluator.calls
 
 
+def stopped_by(losses, ratio, stop_loss):
+    """The smallest ratio below ``ratio`` whose measured loss passed ``stop_loss``
+    (``losses``: ``{ratio: loss}`` of one conv), or None: measure ``ratio``."""
+    over = [r for r, loss in losses.items() if r < ratio - 1e-9 and loss > stop_loss]
+    return min(over) if over else None
+
+
 def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progress=True,
-                    log=print, label="mAP"):
+                    log=print, label="mAP", stop_loss=None, workers=None):
     """Measure every pair of this shard not yet in ``store``; returns the store's data.
 
     ``measure(name, ratio) -> (score, filters kept)``; ``measure.baseline() -> score``, the
     metric's headline number (``label``: VOC mAP, COCO AP 0.50:0.95).
+
+    ``stop_loss``: ratios are measured in ascending order per conv, and a conv's larger
+    ratios are skipped once one of its losses passes ``stop_loss`` (listed as skipped in
+    the sidecar; the pickle holds measurements only). The file is re-read before each pair,
+    so a stop found by another process sharing it counts too.
+
+    ``measure`` may be a list: one worker thread each, taking pairs from one queue (each
+    pair measured once, all written under the store's lock). ``workers() -> n``: how many
+    of them may run now (a :class:`ppdet.slim.cores.CoreShare`); the others wait. With
+    several workers and ``stop_loss`` the pairs go ratio by ratio across convs, so that
+    few are measured past a conv's stop.
     """
+    measures = list(measure) if isinstance(measure, (list, tuple)) else [measure]
+    measure = measures[0]
     if store.baseline is None:
         tic = time.time()
         value = measure.baseline()
@@ -223,27 +260,87 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if not store.baseline > 0:
         raise UserError(f"{store.meta_path} holds baseline {store.baseline}: delete it and "
                         f"measure again")
+    if stop_loss is not None:
+        ratios = sorted(ratios)
     mine = plan_pairs(params, ratios, shards, shard_id)
     todo = [(p, r) for p, r in mine if not store.has(p, r)]
     if len(todo) < len(mine):
         log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
             f"{store.path}")
+    if stop_loss is not None and len(measures) > 1:
+        todo.sort(key=lambda pair: pair[1])                 # stable: convs keep their order
     # a live bar on a terminal; in a redirected log (nohup) one line per measurement that
     # carries the count and the ETA instead of hundreds of carriage-return updates
     bar_on = progress and sys.stderr.isatty()
-    bar = tqdm(todo, desc="sensitivity", disable=not bar_on, dynamic_ncols=True)
-    start = time.time()
-    for i, (name, ratio) in enumerate(bar, 1):
-        value, kept = measure(name, ratio)
-        loss = (store.baseline - value) / store.baseline
-        store.add(name, ratio, loss)
-        line = (f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
-                f"loss {loss:.4f}")
+    bar = tqdm(total=len(todo), desc="sensitivity", disable=not bar_on, dynamic_ncols=True)
+    start, done = time.time(), [0]
+
+    def say(line):
+        done[0] += 1
         if bar_on:
             bar.write(line)
         else:
-            eta = (time.time() - start) / i * (len(todo) - i)
-            log(f"[{i}/{len(todo)}, ETA {_clock(eta)}] {line}")
+            eta = (time.time() - start) / done[0] * max(len(todo) - done[0], 0)
+            log(f"[{done[0]}/{len(todo)}, ETA {_clock(eta)}] {line}")
+    queue, lock, failed = collections.deque(todo), threading.Lock(), []
+    skipped = 0
+
+    def one(m, name, ratio):
+        nonlocal skipped
+        if stop_loss is not None:
+            with lock:
+                store.refresh()
+                if store.has(name, ratio):      # another process measured it meanwhile
+                    return
+                if stopped_by(store.data.get(name, {}), ratio, stop_loss) is not None:
+                    if not store.is_skipped(name, ratio):
+                        store.skip(name, ratio, stop_loss)
+                    skipped += 1
+                    return
+        value, kept = m(name, ratio)
+        loss = (store.baseline - value) / store.baseline
+        with lock:
+            store.add(name, ratio, loss)
+            say(f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
+                f"loss {loss:.4f}" + (f" > --stop_loss {stop_loss}: larger ratios skipped"
+                                      if stop_loss is not None and loss > stop_loss else ""))
+
+    def worker(k, m):
+        while not failed:
+            if k and workers is not None and k >= workers():
+                if not queue:
+                    return
+                time.sleep(0.2)                 # another process holds the cores for now
+                continue
+            with lock:
+                if not queue:
+                    return
+                name, ratio = queue.popleft()
+            try:
+                one(m, name, ratio)
+            except BaseException as e:          # the main thread re-raises it
+                failed.append(e)
+                return
+            finally:
+                bar.update()
+
+    try:
+        if len(measures) == 1:
+            worker(0, measure)
+        else:
+            threads = [threading.Thread(target=worker, args=(k, m), daemon=True)
+                       for k, m in enumerate(measures)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        bar.close()
+    if failed:
+        raise failed[0]
+    if skipped:
+        log(f"{skipped} of {len(mine)} pairs skipped by --stop_loss {stop_loss} (listed in "
+            f"{os.path.basename(store.meta_path)})")
     return store.data
 
 

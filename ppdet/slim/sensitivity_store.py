@@ -6,6 +6,9 @@ Sidecar ``F.meta.json``: the baseline and a fingerprint of config, weights, eval
 reader, metric (and map_type) and criterion, so a restart skips the baseline and numbers
 measured any other way are refused (see ``SensitivityStore``).
 
+Pairs that ``--stop_loss`` decided not to measure are listed in the sidecar under
+``skipped`` (``{param: {ratio: stop_loss}}``), never written into the pickle.
+
 Every update takes an exclusive lock (``F.lock``), re-reads the file, adds the new
 records without overwriting any, and replaces the file atomically (temp + fsync +
 rename): ``kill -9`` at any instant leaves a loadable file missing at most the
@@ -25,6 +28,12 @@ __all__ = ["norm_ratio", "SensitivityStore", "load_sensitivities_file", "merge_f
 
 META_SUFFIX = ".meta.json"
 FORMAT = "ppdet-sensitivity/1"
+# fingerprint keys added later, and what a sidecar written before them means
+DEFAULTS = {"bn_calib": "none"}
+
+
+def _fp_get(fp, key):
+    return fp.get(key, DEFAULTS.get(key))
 
 
 def norm_ratio(r):
@@ -89,6 +98,7 @@ class SensitivityStore:
         self.adopt = adopt
         self.data = {}
         self.baseline = None
+        self.skipped = {}
         if os.path.isdir(self.path):
             raise UserError(f"sensitivities file {path} is a folder: give a file path")
         if os.path.exists(self.path):
@@ -99,6 +109,7 @@ class SensitivityStore:
         else:
             self._check(meta)
             self.baseline = meta.get("baseline")
+            self.skipped = _skipped_of(meta)
 
     # --- sidecar ---------------------------------------------------------------------
     def _read_meta(self):
@@ -122,27 +133,31 @@ class SensitivityStore:
             return False
         return (all(theirs.get(k) == self.fingerprint.get(k) for k in self._LEGACY_KEYS)
                 and theirs.get("eval set") == self.fingerprint["_legacy eval set"]
-                and self.fingerprint.get("metric") == "VOC")
+                and self.fingerprint.get("metric") == "VOC"
+                and self.fingerprint.get("bn_calib", "none") == "none")
 
     def _check(self, meta):
         theirs = meta.get("fingerprint") or {}
         if self._legacy(theirs):
             return "legacy"
         for key, value in self._stored_fingerprint().items():
-            if theirs.get(key) != value:
+            if _fp_get(theirs, key) != value:
                 def short(v):
-                    return "absent" if v is None else str(v)[:12]
+                    return "absent" if v is None else str(v)[:40 if key == "bn_calib" else 12]
                 raise UserError(
-                    f"{self.path} was measured with another {key} ({short(theirs.get(key))} "
+                    f"{self.path} was measured with another {key} ({short(_fp_get(theirs, key))} "
                     f"there, {short(value)} now): use another --sensitivities_file, or delete "
                     f"it and its {META_SUFFIX} to start over")
 
     def _stored_fingerprint(self):
         return {k: v for k, v in self.fingerprint.items() if not k.startswith("_")}
 
-    def _write_meta(self, baseline):
+    def _write_meta(self, baseline, skipped=None):
         meta = {"format": FORMAT, "fingerprint": self._stored_fingerprint(),
                 "baseline": baseline}
+        if skipped:
+            meta["skipped"] = {n: {str(r): v for r, v in sorted(d.items())}
+                               for n, d in sorted(skipped.items()) if d}
         atomic_write_bytes(self.meta_path, json.dumps(meta, indent=1).encode())
 
     def _claim(self):
@@ -171,7 +186,7 @@ class SensitivityStore:
             meta = self._claim()
             if meta.get("baseline") is None:
                 self.baseline = value
-                self._write_meta(value)
+                self._write_meta(value, _skipped_of(meta))
             else:
                 self.baseline = float(meta["baseline"])
 
@@ -182,15 +197,48 @@ class SensitivityStore:
     def has(self, name, ratio):
         return norm_ratio(ratio) in self.data.get(name, {})
 
+    def is_skipped(self, name, ratio):
+        return norm_ratio(ratio) in self.skipped.get(name, {})
+
+    def refresh(self):
+        """Re-read what other writers added (the file is replaced atomically: no lock)."""
+        if os.path.exists(self.path):
+            _merge_into(self.data, load_sensitivities_file(self.path))
+        meta = self._read_meta()
+        if meta is not None:
+            self._check(meta)
+            self.skipped = _skipped_of(meta)
+
     def add(self, name, ratio, loss):
-        """Record one measurement: lock, check the sidecar, re-read, merge, atomic replace."""
+        """Record one measurement: lock, check the sidecar, re-read, merge, atomic replace.
+        A pair listed as skipped before is taken off that list."""
         with self._locked():
-            self._claim()
+            meta = self._claim()
             on_disk = load_sensitivities_file(self.path) if os.path.exists(self.path) else {}
             _merge_into(on_disk, {name: {norm_ratio(ratio): float(loss)}})
             _merge_into(on_disk, self.data)
             atomic_write_bytes(self.path, pickle.dumps(on_disk, protocol=2))
             self.data = on_disk
+            skipped = _skipped_of(meta)
+            if norm_ratio(ratio) in skipped.get(name, {}):
+                del skipped[name][norm_ratio(ratio)]
+                self._write_meta(meta.get("baseline"), skipped)
+            self.skipped = skipped
+
+    def skip(self, name, ratio, stop_loss):
+        """Record in the sidecar that ``(name, ratio)`` was not measured: a smaller ratio of
+        ``name`` already lost more than ``stop_loss``."""
+        with self._locked():
+            meta = self._claim()
+            skipped = _skipped_of(meta)
+            skipped.setdefault(name, {})[norm_ratio(ratio)] = float(stop_loss)
+            self._write_meta(meta.get("baseline"), skipped)
+            self.skipped = skipped
+
+
+def _skipped_of(meta):
+    return {n: {norm_ratio(r): float(v) for r, v in d.items()}
+            for n, d in (meta.get("skipped") or {}).items()}
 
 
 @contextlib.contextmanager
@@ -246,7 +294,7 @@ def merge_with_sidecars(paths, output, adopt=False):
                         f"the other files: pass --adopt to merge it anyway, or leave it out")
     for p, meta in metas[1:]:
         for key, value in meta.get("fingerprint", {}).items():
-            first = metas[0][1].get("fingerprint", {}).get(key)
+            first = _fp_get(metas[0][1].get("fingerprint", {}), key)
             if first is not None and first != value:
                 raise UserError(f"{p} was measured with another {key} than {metas[0][0]}: "
                                 f"these files cannot be merged")
@@ -257,7 +305,7 @@ def merge_with_sidecars(paths, output, adopt=False):
             old_meta = read_meta(out + META_SUFFIX)
             if metas and old_meta is not None:
                 for key, value in metas[0][1].get("fingerprint", {}).items():
-                    if old_meta.get("fingerprint", {}).get(key) != value:
+                    if _fp_get(old_meta.get("fingerprint", {}), key) != value:
                         raise UserError(f"{output} was measured with another {key} than "
                                         f"{metas[0][0]}: merge into another -o file")
             elif metas and old and not adopt:
@@ -268,6 +316,18 @@ def merge_with_sidecars(paths, output, adopt=False):
                 for r, loss in losses.items():
                     merged.setdefault(name, {}).setdefault(r, loss)
         if metas:
-            atomic_write_bytes(out + META_SUFFIX, json.dumps(metas[0][1], indent=1).encode())
+            meta = dict(metas[0][1])
+            skipped = {}
+            old_meta = read_meta(out + META_SUFFIX) if os.path.exists(out) else None
+            for m in [old_meta or {}] + [m for _, m in metas]:
+                for n, d in _skipped_of(m).items():
+                    for r, v in d.items():
+                        if r not in merged.get(n, {}):
+                            skipped.setdefault(n, {})[r] = v
+            meta.pop("skipped", None)
+            if skipped:
+                meta["skipped"] = {n: {str(r): v for r, v in sorted(d.items())}
+                                   for n, d in sorted(skipped.items())}
+            atomic_write_bytes(out + META_SUFFIX, json.dumps(meta, indent=1).encode())
         atomic_write_bytes(out, pickle.dumps(merged, protocol=2))
     return merged

@@ -76,6 +76,11 @@ def main(argv=None):
     elif args.loss is not None:
         from ppdet.slim.search import ratios_by_loss
         ratios = ratios_by_loss(sens, args.loss)
+    stops = [v for d in (meta.get("skipped") or {}).values() for v in d.values()]
+    if stops and threshold is not None and threshold >= min(stops):
+        print(f"note: {sum(map(len, meta['skipped'].values()))} pairs were skipped by "
+              f"--stop_loss {min(stops):g}; at a loss of {threshold:.4f} (not below it) the "
+              f"ratios may be smaller than a full analysis would give")
     plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold)
     print(sensitivity_table(sens, ratios))
     print(f"plot: {plot}")

@@ -40,6 +40,8 @@ def check_args(args):
     check_range("--batch_size", args.batch_size, 1)
     check_range("--eval_samples", args.eval_samples, 1)
     check_range("--cpu_threads", args.cpu_threads, 1)
+    check_range("--bn_calib", args.bn_calib, 0)
+    check_range("--stop_loss", args.stop_loss, 0, low_open=True)
     check_range("--shards", args.shards, 1)
     if args.shards is not None:
         check_range("--shard_id", args.shard_id, 0, args.shards - 1)
@@ -79,8 +81,19 @@ def main(argv=None):
     parser.add_argument("--mode", default="fast", choices=["fast", "real"],
                         help="fast: one oneDNN program, pruned channels zeroed (same mAP); "
                              "real: prune the dygraph model each time (slower)")
-    parser.add_argument("--cpu_threads", type=int, default=1,
-                        help="threads of the fast-mode predictor (1 suits parallel processes)")
+    parser.add_argument("--cpu_threads", type=int, default=None,
+                        help="fast mode: one predictor with this many threads. Default: one "
+                             "1-thread predictor per core, over disjoint pairs, shared with "
+                             "the other sensitive.py processes on this machine (side by side "
+                             "or under paddle.distributed.launch)")
+    parser.add_argument("--bn_calib", type=int, default=0, metavar="N",
+                        help="before each measurement (and the baseline) re-estimate BN "
+                             "statistics on N training batches of --batch_size images (eval "
+                             "transforms, no gradients); 0: off. Recorded in the sidecar")
+    parser.add_argument("--stop_loss", type=float, default=None, metavar="L",
+                        help="measure each conv's ratios in ascending order and skip its larger "
+                             "ratios once a loss passes L (listed as skipped in the sidecar); "
+                             "loss thresholds below L choose the same ratios as the full grid")
     parser.add_argument("--shards", type=int, default=None, help="split pairs into N shards")
     parser.add_argument("--shard_id", type=int, default=None, help="which shard to run")
     parser.add_argument("--adopt", action="store_true",
@@ -100,7 +113,8 @@ def main(argv=None):
     return pipelines.analyse_sensitivity(
         cfg, args.sensitivities_file, args.pruned_params, check_ratios(args.pruned_ratios),
         args.criterion, args.eval_samples, args.batch_size, args.mode, args.cpu_threads,
-        shards, shard_id, args.adopt).sensitivities
+        shards, shard_id, args.adopt, bn_calib=args.bn_calib,
+        stop_loss=args.stop_loss).sensitivities
 
 
 if __name__ == "__main__":
