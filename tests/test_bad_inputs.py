@@ -328,6 +328,10 @@ CASES = [
     # --- deploy/ and the other slim/prune scripts ------------------------------------------
     ("deploy-corrupt-image", D, lambda c: ["--model_dir", c.export, "--image_file", c.bad_jpg],
      ["val_00001.jpg"]),
+    ("latency-table-threads", "slim/prune/latency_table.py", lambda c: [
+        "-c", c.cfg, "--threads", "0"], ["--threads 0"]),
+    ("latency-table-output-folder", "slim/prune/latency_table.py", lambda c: [
+        "-c", c.cfg, "--output", c.folder], ["a_folder"]),
     ("deploy-over-its-input", D, lambda c: ["--model_dir", c.export, "--image_file",
                                             c.bad_jpg, "--output_dir",
                                             os.path.dirname(c.bad_jpg)], ["overwrite"]),
