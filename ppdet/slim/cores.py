@@ -13,6 +13,8 @@ import os
 import tempfile
 import time
 
+from ppdet.utils.atomic import pid_alive
+
 __all__ = ["cpu_cores", "launch_local_size", "CoreShare"]
 
 
@@ -31,16 +33,6 @@ def launch_local_size():
         if value and value.isdigit() and int(value) > 0:
             return int(value)
     return None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class CoreShare:
@@ -82,7 +74,7 @@ class CoreShare:
         for name in os.listdir(self.folder) if os.path.isdir(self.folder) else []:
             if not name.isdigit():
                 continue
-            if _alive(int(name)):
+            if pid_alive(int(name)):
                 n += 1
             else:                       # a peer killed with -9 left its file
                 try:

@@ -14,7 +14,8 @@ import tempfile
 
 from ppdet.core.errors import WriteError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "default_mode", "remove_stale_temps"]
+__all__ = ["atomic_write", "atomic_write_bytes", "default_mode", "remove_stale_temps",
+           "pid_alive"]
 
 
 def _umask():
@@ -38,7 +39,8 @@ def default_mode(path=None):
     return 0o666 & ~_umask()
 
 
-def _alive(pid):
+def pid_alive(pid):
+    """Whether process ``pid`` still runs (one owned by another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -60,7 +62,7 @@ def remove_stale_temps(path):
         if not (name.startswith(prefix) and name.endswith(".tmp")):
             continue
         pid = name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(directory, name))
 
