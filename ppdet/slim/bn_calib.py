@@ -28,11 +28,11 @@ def bn_layers(model):
 
 class CalibSet:
     """``batches`` training batches of ``batch_size`` images after the EvalReader's
-    transforms, decoded once (an :class:`~ppdet.slim.sensitivity.EvalCache` of the train
+    transforms, decoded once (an :class:`~ppdet.slim.eval_cache.EvalCache` of the train
     set)."""
 
     def __init__(self, dataset, sample_transforms, batches, batch_size, progress=True):
-        from ppdet.slim.sensitivity import EvalCache
+        from ppdet.slim.eval_cache import EvalCache
         self.n_batches, self.batch_size = int(batches), int(batch_size)
         self.cache = EvalCache(dataset, sample_transforms,
                                max_samples=self.n_batches * self.batch_size, progress=progress)

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from ppdet.core.errors import UserError
+from ppdet.slim.latency import load_latency_table, predicted_latency  # noqa: F401
 
 __all__ = ["SensitivityResult", "PruneResult", "SlimResult", "analyse_sensitivity",
            "prune_and_finetune", "resume_folder", "resume_finetune", "slim_and_finetune",
@@ -230,50 +231,6 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
         Trainer(cfg, model=model, save_dir=save_dir).train(validate=validate)
     return PruneResult(ratios, how, kept, (flops0, flops1), (params0, params1), save_dir,
                        pruned, table)
-
-
-def load_latency_table(cfg, graph, path=None, threads=1, required=False):
-    """The latency table of this config (default: beside its weights, for its test size and
-    ``threads``), checked against the model and target; None when absent and not
-    ``required`` (then a one-line error says how to build it)."""
-    from ppdet.engine.builder import image_size_for
-    from ppdet.slim.latency import LatencyTable, table_path, target_key
-    size = image_size_for(cfg, "test")
-    path = path or table_path(cfg.get("weights"), size, threads)
-    if not os.path.isfile(path):
-        if required:
-            raise UserError(f"no latency table at {path}: build it with python "
-                            f"slim/prune/latency_table.py -c CONFIG"
-                            f" -o weights={cfg.get('weights')} --threads {threads}")
-        return None
-    try:
-        table = LatencyTable.load(path, target_key(graph, size, threads))
-    except UserError:
-        if required:
-            raise
-        return None                      # a stale table only matters when it is asked for
-    if not table.complete:
-        if required:
-            raise UserError(f"latency table {path} is incomplete: run "
-                            f"slim/prune/latency_table.py again to finish it")
-        return None
-    return table
-
-
-def predicted_latency(cfg, model, threads=1):
-    """``(predicted ms, table)`` of ``model`` (pruned or not) from the config's latency
-    table, or ``(None, None)`` without one: kept counts are read off the model's master
-    convs, on the graph of the unpruned model."""
-    from ppdet.engine.builder import build_model
-    from ppdet.slim.graph import PruneGraph
-    graph = PruneGraph.of(build_model(cfg))
-    table = load_latency_table(cfg, graph, threads=threads)
-    if table is None:
-        return None, None
-    layers = dict(model.named_sublayers())
-    kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
-            if g.key in layers and g.key in table.sizes}
-    return table.predict(kept), table
 
 
 def resume_folder(checkpoint):

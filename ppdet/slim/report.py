@@ -207,7 +207,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     size = image_size_for(cfg, "test")
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
-    from ppdet.slim.pipelines import predicted_latency
+    from ppdet.slim.latency import predicted_latency
     predicted, _ = predicted_latency(cfg, model, latency_threads)
     return {"mAP": result["mAP"] * 100, "metric": metric.headline,
             "params": count_params(model) / 1e6,

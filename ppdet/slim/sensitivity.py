@@ -5,7 +5,6 @@ is decoded and preprocessed once per process (``EvalCache``); the model is prune
 restored in place; nothing is rebuilt per measurement.
 """
 import collections
-import copy
 import hashlib
 import json
 import os
@@ -13,67 +12,16 @@ import sys
 import threading
 import time
 
-import numpy as np
 import paddle
 from tqdm import tqdm
 
 from ppdet.core.errors import UserError
-from ppdet.data.transforms import Compose
 from ppdet.engine.evaluate import normalise_output, split_per_image
+from ppdet.slim.eval_cache import EvalCache, eval_set_digest  # noqa: F401  (re-exported)
 
 __all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest",
            "legacy_eval_set_digest", "plan_pairs", "run_sensitivity", "stopped_by",
            "RealPruneMeasure", "MaskedMeasure"]
-
-
-class EvalCache:
-    """The eval images after the EvalReader's sample transforms, in one pre-allocated
-    float32 array (``np.stack`` would double the peak memory)."""
-
-    def __init__(self, dataset, sample_transforms, max_samples=None, progress=True):
-        records = dataset.records[:max_samples] if max_samples else list(dataset.records)
-        if not records:
-            raise UserError("the eval set is empty")
-        self.dataset = copy.copy(dataset)
-        self.dataset.records = records
-        self.transform_cfg = sample_transforms
-        transform = Compose(sample_transforms)
-        n = len(records)
-        self.images = None
-        self.im_shape = np.zeros((n, 2), "float32")
-        self.scale_factor = np.zeros((n, 2), "float32")
-        self.im_id = np.zeros((n,), "int64")
-        bar_on = progress and sys.stderr.isatty()       # redirected logs get no bar updates
-        with tqdm(records, desc="caching eval set", disable=not bar_on, leave=False) as bar:
-            for i, rec in enumerate(bar):    # closed (and cleared) on an error too
-                self._add(i, rec, transform)
-
-    def _add(self, i, rec, transform):
-        s = transform(dict(rec))
-        if self.images is None:
-            self.images = np.empty((len(self.im_id),) + s["image"].shape, "float32")
-        if s["image"].shape != self.images.shape[1:]:
-            raise UserError("eval images differ in size after EvalReader transforms: use "
-                            "a Resize with a fixed target_size to cache them")
-        self.images[i] = s["image"]
-        self.im_shape[i] = s["im_shape"]
-        self.scale_factor[i] = s["scale_factor"]
-        self.im_id[i] = rec["im_id"]
-
-    def __len__(self):
-        return len(self.im_id)
-
-    @property
-    def image_size(self):
-        return list(self.images.shape[2:])
-
-    def digest(self):
-        return eval_set_digest(self.dataset.records)
-
-    def batches(self, batch_size):
-        for s in range(0, len(self), batch_size):
-            e = s + batch_size
-            yield self.images[s:e], self.im_shape[s:e], self.scale_factor[s:e], self.im_id[s:e]
 
 
 class CachedEvaluator:
@@ -98,16 +46,6 @@ class CachedEvaluator:
     def __call__(self):
         self.calls += 1
         return float(self.metric.score(self.detections()))
-
-
-def eval_set_digest(records):
-    """The eval images and their boxes and classes (what the metric compares against)."""
-    h = hashlib.sha256()
-    for rec in records:
-        h.update(f"{os.path.basename(rec['im_file'])}:{rec['im_id']}:"
-                 f"{rec['gt_bbox'].round(2).tolist()}:{rec['gt_class'].tolist()}:"
-                 f"{rec['difficult'].tolist()}".encode())
-    return h.hexdigest()
 
 
 def legacy_eval_set_digest(records, sample_transforms):
