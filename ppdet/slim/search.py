@@ -109,6 +109,18 @@ def loss_for_flops(costs, sensitivities, target, tol=0.01, max_iter=40):
 
 # --- latency targets (a measured table, ppdet/slim/latency.py) ------------------------------
 
+def _smallest_meeting(meets, lo, hi, max_iter):
+    """Bisect for the smallest x in [lo, hi] with ``meets(x)`` (``meets(hi)`` holds and
+    ``meets`` is monotone): the least pruning that reaches a latency budget."""
+    for _ in range(max_iter):
+        mid = (lo + hi) / 2
+        if meets(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def _loss_at(curve, ratio):
     """Sensitivity loss at ``ratio``, linear between measured ratios (0 at ratio 0);
     None beyond the largest measured ratio."""
@@ -185,12 +197,7 @@ def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60):
     lo, hi = 0.0, 1.0
     while _predict(table, pick(hi)) > target_ms and hi < 1e9:
         hi *= 4
-    for _ in range(max_iter):
-        mid = (lo + hi) / 2
-        if _predict(table, pick(mid)) <= target_ms:
-            hi = mid
-        else:
-            lo = mid
+    hi = _smallest_meeting(lambda x: _predict(table, pick(x)) <= target_ms, lo, hi, max_iter)
     best = pick(hi)
     if _predict(table, best) > target_ms:
         best = fastest
@@ -233,12 +240,8 @@ def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40):
         raise SearchError(f"pruning {len(names)} convs by 95% reaches {reach:.2f} ms, above "
                           f"the {target_ms:.2f} ms asked for: name more convs or ask for less")
     lo, hi = 0.0, top
-    for _ in range(max_iter):
-        mid = (lo + hi) / 2
-        if _predict(table, picks(mid)) <= target_ms:
-            hi = mid
-        else:
-            lo = mid
+    hi = _smallest_meeting(lambda x: _predict(table, picks(x)) <= target_ms, lo, hi,
+                           max_iter)
     best = picks(hi)
     ratios = {options[key][0]: round(o[1], 6) for key, o in best.items() if o[1] > 0}
     return round(hi, 4), ratios, _predict(table, best)
