@@ -4,6 +4,7 @@ Set PPDET_TEST_WEIGHTS=path/to/model (no suffix) to reuse weights trained elsewh
 The weights are cached under output/test_cache/<key>, keyed by the model source and
 training recipe, so local re-runs skip training.
 """
+import fcntl
 import hashlib
 import os
 
@@ -36,11 +37,15 @@ def trained_weights():
     from ppdet.engine.trainer import Trainer, set_seed
     out = os.path.join(ROOT, "output", "test_cache", _key())
     final = os.path.join(out, "model_final")
-    if not os.path.isfile(final + ".pdparams"):
-        ensure_shapes()
-        cfg = load_config(CFG, RECIPE)
-        set_seed(0)
-        Trainer(cfg, save_dir=out).train()
+    os.makedirs(out, exist_ok=True)
+    # pytest-xdist workers ask at once: one trains, the others wait for its weights
+    with open(out + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isfile(final + ".pdparams"):
+            ensure_shapes()
+            cfg = load_config(CFG, RECIPE)
+            set_seed(0)
+            Trainer(cfg, save_dir=out).train()
     return final
 
 

@@ -197,6 +197,11 @@ CASES = [
     ("sens-shard-id-range", S, lambda c: sens_args(c, "--shards", "2", "--shard_id", "2"),
      ["--shard_id 2"]),
     ("sens-shards-0", S, lambda c: sens_args(c, "--shards", "0"), ["--shards 0"]),
+    # this suite runs on the CPU wheel: asking for the GPU is one line naming the fix
+    ("sens-device-gpu", S, lambda c: sens_args(c, "--device", "gpu"),
+     ["--device gpu", "--device cpu"]),
+    ("sens-device-gpu-real", S, lambda c: sens_args(c, "--device", "gpu", "--mode", "real"),
+     ["--device gpu", "--mode real"]),
     ("sens-dup-ratios", S, lambda c: sens_args(c) + ["-r", "0.3 0.30"], ["0.3", "same ratio"]),
     ("sens-ratio-0", S, lambda c: sens_args(c) + ["-r", "0 0.5"], ["0"]),
     ("sens-ratio-big", S, lambda c: sens_args(c) + ["-r", "1.5"], ["1.5"]),

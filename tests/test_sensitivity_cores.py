@@ -24,6 +24,9 @@ class Recorder:
     def baseline(self):
         return self.inner.baseline()
 
+    def ready(self):
+        return getattr(self.inner, "ready", lambda: True)()
+
     def __call__(self, name, ratio):
         self.log.append(((name, ratio), threading.get_ident()))
         time.sleep(self.delay)
@@ -81,12 +84,22 @@ def test_two_predictors_write_what_one_measures(tmp_path, trained):
     one = run_sensitivity(MaskedMeasure(ev), SensitivityStore(str(tmp_path / "a.data"), FP),
                           names, ratios, progress=False, log=lambda *_: None)
     log = []
-    measures = [Recorder(MaskedMeasure(e), log) for e in (ev, ev.clone())]
-    two = run_sensitivity(measures, SensitivityStore(str(tmp_path / "b.data"), FP), names,
-                          ratios, progress=False, log=lambda *_: None, workers=lambda: 2)
+    spawned = ev.spawn()                # a worker process of its own (threads do not scale)
+    try:
+        assert not spawned.ready()      # still loading: the run would not wait for it
+        deadline = time.time() + 120
+        while not spawned.ready() and time.time() < deadline:
+            time.sleep(0.1)
+        measures = [Recorder(MaskedMeasure(e), log) for e in (ev, spawned)]
+        two = run_sensitivity(measures, SensitivityStore(str(tmp_path / "b.data"), FP), names,
+                              ratios, progress=False, log=lambda *_: None, workers=lambda: 2)
+        child = spawned._worker.proc
+    finally:
+        ev.close()
     assert sorted(p for p, _ in log) == sorted((n, r) for n in names for r in ratios)
     assert len({t for _, t in log}) == 2
     assert two == one                                     # same numbers, bit for bit
+    assert child.poll() is not None and not os.path.exists(ev.workdir)   # nothing left behind
 
 
 def test_side_by_side_processes_share_the_cores(tmp_path, monkeypatch):
@@ -116,3 +129,53 @@ def test_side_by_side_processes_share_the_cores(tmp_path, monkeypatch):
     assert CoreShare(folder=folder, cores=2).workers() == 1
     monkeypatch.setenv("PADDLE_LOCAL_SIZE", "3")
     assert CoreShare(folder=folder, cores=2).workers() == 1
+
+
+PARENT = r"""
+import sys, time
+sys.path.insert(0, {root!r})
+from ppdet.core.config import load_config
+from ppdet.engine.builder import build_dataset, build_metric_for, build_model
+from ppdet.slim.eval_cache import EvalCache
+from ppdet.slim.fast_eval import MaskedEvaluator
+from ppdet.slim.pruner import FilterPruner
+cfg = load_config({cfg!r})
+model = build_model(cfg)
+cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
+                  max_samples=4, progress=False)
+ev = MaskedEvaluator(model, cache, build_metric_for(cfg, cache.dataset), FilterPruner(model), 4)
+sp = ev.spawn()
+while not sp.ready():
+    time.sleep(0.1)
+print(sp._worker.proc.pid, ev.workdir, flush=True)
+time.sleep(600)
+"""
+
+
+def test_worker_process_and_export_do_not_outlive_a_killed_run(shapes_root):
+    from ppdet.slim.fast_eval import _remove_stale_exports
+    from ppdet.utils.atomic import pid_alive
+    parent = subprocess.Popen([sys.executable, "-c", PARENT.format(root=ROOT, cfg=CFG)],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        child, workdir = parent.stdout.readline().split()
+        assert pid_alive(int(child)) and os.path.isdir(workdir)
+    finally:
+        parent.kill()                   # kill -9: no finally, no atexit in the parent
+        parent.wait()
+    deadline = time.time() + 30         # the worker sees its pipe close and exits
+    while time.time() < deadline and _running(int(child)):
+        time.sleep(0.1)
+    assert not _running(int(child))
+    assert os.path.isdir(workdir)       # left behind by the killed run ...
+    _remove_stale_exports()             # ... and removed by the next evaluator
+    assert not os.path.exists(workdir)
+
+
+def _running(pid):
+    """Alive and not a zombie (the worker's parent is gone, so nobody may reap it soon)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -14,10 +14,13 @@ statistics are re-estimated in dygraph with the same masks and reach the predict
 affine correction (:func:`ppdet.slim.bn_calib.affine_correction`).
 """
 import copy
+import glob
 import os
+import re
 import shutil
 import tempfile
 import threading
+import weakref
 
 import numpy as np
 import paddle
@@ -25,9 +28,33 @@ import paddle
 from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.modeling.layers import Upsample2x
 from ppdet.slim import bn_calib
+from ppdet.slim.eval_worker import Worker, make_predictor, run_batches, save_arrays
 from ppdet.slim.plan import mask_units, masked, masks
 
-__all__ = ["MaskedEvaluator"]
+__all__ = ["MaskedEvaluator", "check_device"]
+
+
+def check_device(device):
+    """``device`` ("cpu", "gpu" or None: the GPU when this Paddle has CUDA and sees one)
+    -> "cpu" or "gpu"; asking for a GPU this Paddle cannot use is a one-line error."""
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device is None:
+        return "gpu" if has_gpu else "cpu"
+    if device == "gpu" and not has_gpu:
+        from ppdet.core.errors import UserError
+        why = ("sees no GPU" if paddle.device.is_compiled_with_cuda()
+               else "is the CPU build (pip install paddlepaddle-gpu for CUDA)")
+        raise UserError(f"--device gpu: this paddlepaddle {why}; use --device cpu")
+    return device
+
+
+def _remove_stale_exports():
+    """Temporary exports left by evaluators whose process was killed (kill -9)."""
+    from ppdet.utils.atomic import pid_alive
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "ppdet_masked_*_*")):
+        m = re.match(r"ppdet_masked_(\d+)_", os.path.basename(path))
+        if m and not pid_alive(int(m.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class _MaskedExport(paddle.nn.Layer):
@@ -73,10 +100,11 @@ class MaskedEvaluator:
     """``evaluator(ratios=None) -> mAP`` over a cached eval set, pruning by masks."""
 
     def __init__(self, model, cache, metric, pruner, batch_size=16, threads=1,
-                 workdir=None, calib=None):
+                 workdir=None, calib=None, device="cpu"):
         self.model, self.cache, self.metric, self.pruner = model, cache, metric, pruner
+        self.device = device
         self.calib = calib
-        self._dygraph = threading.Lock()    # clones share the dygraph model (calibration)
+        self._dygraph = threading.Lock()    # spawned evaluators share the dygraph model
         self._metric = threading.Lock()     # ... and the metric (COCOeval is not re-entrant)
         self.bns = [m for _, m in bn_calib.bn_layers(model)] if calib is not None else None
         self.n_bn = sum(m._mean.shape[0] for m in self.bns) if self.bns else 0
@@ -97,34 +125,45 @@ class MaskedEvaluator:
         ends = np.cumsum(sizes)
         self.offsets = [(int(e - s), int(e)) for s, e in zip(sizes, ends)]
         self.n_channels = int(ends[-1])
-        own = workdir is None     # a temporary export, removed once the predictor holds it
-        self.workdir = workdir or tempfile.mkdtemp(prefix="ppdet_masked_")
-        try:
-            self._export()
-            from paddle import inference
-            config = inference.Config(os.path.join(self.workdir, "model.pdmodel"),
-                                      os.path.join(self.workdir, "model.pdiparams"))
-            config.disable_gpu()
-            config.enable_mkldnn()
-            config.set_cpu_math_library_num_threads(threads)
-            config.disable_glog_info()
-            self.predictor = inference.create_predictor(config)
-        finally:
-            if own:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-        self.inputs = {n: self.predictor.get_input_handle(n)
-                       for n in self.predictor.get_input_names()}
+        own = workdir is None     # a temporary export, removed by close() (or at exit)
+        if own:
+            _remove_stale_exports()
+        self.workdir = workdir or tempfile.mkdtemp(prefix=f"ppdet_masked_{os.getpid()}_")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.workdir, True) if own \
+            else None
+        self._export()
+        self.predictor = make_predictor(os.path.join(self.workdir, "model"), threads, device)
+        self._worker, self._workers, self._arrays = None, [], None
 
-    def clone(self):
-        """Another evaluator on the same compiled program and weights (Paddle Inference
-        ``predictor.clone()``), for a worker thread of its own; dygraph work (BN
-        calibration) is serialised between clones."""
+    def spawn(self):
+        """Another evaluator on the same compiled program, run by a worker process of its
+        own (see :mod:`ppdet.slim.eval_worker`: threads do not run predictors in parallel).
+        It loads in the background; :meth:`ready` says when it can take work. BN
+        calibration and scoring stay in this process, serialised between evaluators."""
+        if self._arrays is None:
+            self._arrays = save_arrays(self.workdir, self._batched())
         other = copy.copy(self)
-        other.predictor = self.predictor.clone()
-        other.inputs = {n: other.predictor.get_input_handle(n)
-                        for n in other.predictor.get_input_names()}
+        other._worker = Worker(os.path.join(self.workdir, "model"), self._arrays,
+                               self.batch_size)
+        other._workers, other._cleanup = [], None     # the export is this evaluator's
         other.calls = 0
+        self._workers.append(other._worker)
         return other
+
+    def ready(self):
+        return self._worker is None or self._worker.ready()
+
+    def close(self):
+        """Stop the worker processes spawned from this evaluator; remove its export."""
+        for w in self._workers:
+            w.close()
+        self._workers = []
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def _batched(self):
+        return {"image": self.cache.images, "im_shape": self.cache.im_shape,
+                "scale_factor": self.cache.scale_factor}
 
     def _export(self):
         ups = [m for m in self.model.sublayers() if isinstance(m, Upsample2x)]
@@ -175,22 +214,19 @@ class MaskedEvaluator:
             return bn_calib.affine_correction(self.model, stats)
 
     def detections(self, masks, correction=None):
-        self.inputs["channel_masks"].copy_from_cpu(masks)
+        constants = {"channel_masks": masks}
         if self.bns is not None:
             if correction is None:
                 correction = (np.ones(self.n_bn, "float32"), np.zeros(self.n_bn, "float32"))
-            self.inputs["bn_scale"].copy_from_cpu(correction[0])
-            self.inputs["bn_shift"].copy_from_cpu(correction[1])
+            constants["bn_scale"], constants["bn_shift"] = correction
+        if self._worker is not None:
+            outs = self._worker.run(constants)
+        else:
+            outs = run_batches(self.predictor, self._batched(), constants, self.batch_size)
         dets = {}
-        for img, shape, scale, ids in self.cache.batches(self.batch_size):
-            self.inputs["image"].copy_from_cpu(np.ascontiguousarray(img))
-            self.inputs["im_shape"].copy_from_cpu(shape)
-            self.inputs["scale_factor"].copy_from_cpu(scale)
-            self.predictor.run()
-            names = self.predictor.get_output_names()
-            bbox, num = normalise_output(
-                self.predictor.get_output_handle(names[0]).copy_to_cpu(),
-                self.predictor.get_output_handle(names[1]).copy_to_cpu())
+        for k, (bbox, num) in enumerate(outs):
+            ids = self.cache.im_id[k * self.batch_size:(k + 1) * self.batch_size]
+            bbox, num = normalise_output(bbox, num)
             split_per_image(bbox, num, ids, dets)
         return dets
 

@@ -48,7 +48,7 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
                         pruned_ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
                         criterion="l1_norm", eval_samples=None, batch_size=16, mode="fast",
                         cpu_threads=None, shards=1, shard_id=0, adopt=False, progress=True,
-                        log=print, bn_calib=0, stop_loss=None):
+                        log=print, bn_calib=0, stop_loss=None, device="cpu"):
     """Measure the loss of pruning each selected conv by each ratio (restartable: pairs in
     the file are skipped). ``mode``: ``fast`` (masked, one compiled program) or ``real``.
     ``bn_calib``: re-estimate BN statistics on that many training batches (of
@@ -57,7 +57,9 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     (see :func:`ppdet.slim.sensitivity.run_sensitivity`).
     ``cpu_threads``: None (default) runs one single-threaded predictor per core this process
     may use, shared with the other sensitivity processes on the machine or node
-    (:class:`ppdet.slim.cores.CoreShare`); a number: one predictor with that many threads."""
+    (:class:`ppdet.slim.cores.CoreShare`); a number: one predictor with that many threads.
+    ``device``: where fast mode's predictor runs, "cpu" or "gpu" (one GPU predictor; see
+    :func:`ppdet.slim.fast_eval.check_device`)."""
     from ppdet.engine.builder import (
         build_dataset,
         build_metric_for,
@@ -118,28 +120,33 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
         evaluator = MaskedEvaluator(model, cache, metric, pruner, batch_size,
-                                    threads=cpu_threads or 1, calib=calib_set)
+                                    threads=cpu_threads or 1, calib=calib_set, device=device)
         measure = MaskedMeasure(evaluator)
-        if cpu_threads is None:
+        if cpu_threads is None and device == "cpu":
             from ppdet.slim.cores import CoreShare
             share = CoreShare()
             workers = share.workers
-            measure = [measure] + [MaskedMeasure(evaluator.clone())
+            measure = [measure] + [MaskedMeasure(evaluator.spawn())
                                    for _ in range(share.cores - 1)]
     else:
         measure = RealPruneMeasure(pruner, CachedEvaluator(model, cache, metric, batch_size),
                                    calib=calib_set)
     log(f"{len(params)} convs x {len(ratios)} ratios, shard {shard_id + 1}/{shards}, "
-        f"{len(cache)} eval images, {mode} mode"
+        f"{len(cache)} eval images, {mode} mode" + (" on the GPU" if device == "gpu" else "")
         + (f", BN recalibrated on {bn_calib} x {batch_size} training images" if bn_calib
            else "") + f", loss on {metric.headline} -> {store.path}")
-    with share:
-        if workers is not None:
-            log(f"{share.cores} cores: up to {share.cores} predictors, "
-                f"{share.workers()} while {share.peers()} sensitivity process(es) share them")
-        data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
-                               progress=progress, log=log, label=metric.headline,
-                               stop_loss=stop_loss, workers=workers)
+    try:
+        with share:
+            if workers is not None:
+                log(f"{share.cores} cores: up to {share.cores} predictors (this process and "
+                    f"{share.cores - 1} worker process(es)), {share.workers()} while "
+                    f"{share.peers()} sensitivity process(es) share them")
+            data = run_sensitivity(measure, store, params, ratios, shards, shard_id,
+                                   progress=progress, log=log, label=metric.headline,
+                                   stop_loss=stop_loss, workers=workers)
+    finally:
+        if mode == "fast":
+            evaluator.close()
     n = sum(len(v) for v in data.values())
     log(f"wrote {store.path} ({n} measurements of {len(data)} convs in all) and "
         f"{store.meta_path}")

@@ -139,6 +139,10 @@ class MaskedMeasure:
     def __init__(self, evaluator):
         self.evaluator = evaluator
 
+    def ready(self):
+        """False while a spawned evaluator's worker process is still loading."""
+        return self.evaluator.ready()
+
     def baseline(self):
         return self.evaluator()
 
@@ -176,7 +180,8 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     so a stop found by another process sharing it counts too.
 
     ``measure`` may be a list: one worker thread each, taking pairs from one queue (each
-    pair measured once, all written under the store's lock). ``workers() -> n``: how many
+    pair measured once, all written under the store's lock); a measure whose ``ready()``
+    is False (a worker process still loading) takes none until it is. ``workers() -> n``: how many
     of them may run now (a :class:`ppdet.slim.cores.CoreShare`); the others wait. With
     several workers and ``stop_loss`` the pairs go ratio by ratio across convs, so that
     few are measured past a conv's stop.
@@ -245,10 +250,11 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
 
     def worker(k, m):
         while not failed:
-            if k and workers is not None and k >= workers():
+            if k and ((workers is not None and k >= workers())
+                      or not getattr(m, "ready", lambda: True)()):
                 if not queue:
                     return
-                time.sleep(0.2)                 # another process holds the cores for now
+                time.sleep(0.05)        # another process holds the cores, or still loading
                 continue
             with lock:
                 if not queue:

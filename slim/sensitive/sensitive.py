@@ -46,6 +46,12 @@ def check_args(args):
     if args.shards is not None:
         check_range("--shard_id", args.shard_id, 0, args.shards - 1)
     check_writable_file("--sensitivities_file", args.sensitivities_file)
+    if args.device == "gpu" and args.mode != "fast":
+        raise UserError("--device gpu runs fast mode's predictor on the GPU: drop --mode real")
+    if args.device == "gpu" and args.cpu_threads is not None:
+        raise UserError("--cpu_threads sets CPU predictor threads: drop it with --device gpu")
+    from ppdet.slim.fast_eval import check_device
+    args.device = check_device(args.device if args.mode == "fast" else "cpu")
 
 
 def check_ratios(text):
@@ -86,6 +92,10 @@ def main(argv=None):
                              "1-thread predictor per core, over disjoint pairs, shared with "
                              "the other sensitive.py processes on this machine (side by side "
                              "or under paddle.distributed.launch)")
+    parser.add_argument("--device", default=None, choices=["cpu", "gpu"],
+                        help="fast mode: run the predictor on the CPU (every core, oneDNN) or "
+                             "on GPU 0 (Paddle Inference GPU). Default: the GPU when this "
+                             "paddlepaddle has CUDA and sees one, else the CPU")
     parser.add_argument("--bn_calib", type=int, default=0, metavar="N",
                         help="before each measurement (and the baseline) re-estimate BN "
                              "statistics on N training batches of --batch_size images (eval "
@@ -114,7 +124,7 @@ def main(argv=None):
         cfg, args.sensitivities_file, args.pruned_params, check_ratios(args.pruned_ratios),
         args.criterion, args.eval_samples, args.batch_size, args.mode, args.cpu_threads,
         shards, shard_id, args.adopt, bn_calib=args.bn_calib,
-        stop_loss=args.stop_loss).sensitivities
+        stop_loss=args.stop_loss, device=args.device).sensitivities
 
 
 if __name__ == "__main__":
