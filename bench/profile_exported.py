@@ -2,11 +2,12 @@
 
     python bench/profile_exported.py [--weights W] [--sizes 160 320] [--map]
 
-For each size the model is exported three ways:
+For each size the model is measured five ways:
   before  the program as ``paddle.jit.save`` writes it, default Paddle Inference config;
-  after   as ``tools/export_model.py`` exports it now (conv biases folded so oneDNN fuses
-          them) and run as ``Predictor`` runs it now (memory optimisation on);
-  heads   the "after" backbone and head alone: no decode, no NMS.
+  folded  as ``tools/export_model.py`` exports it now (conv biases folded so oneDNN fuses
+          them), default config;
+  after   the same, run as ``Predictor`` runs it now (memory optimisation on);
+  heads   the backbone and head alone (no decode, no NMS), before and after.
 Latency: oneDNN, 1 thread, batch 1, the first --images val images; a fresh predictor per
 variant and round, variants in turn (same machine load); per image the minimum over rounds
 x repeats, then the mean over images. Then Paddle's profiler (``Config.enable_profile``)
@@ -50,7 +51,7 @@ class _Heads:
     """The backbone + head program alone (what decode and NMS add is the difference)."""
 
     @staticmethod
-    def export(model, size, folder, infer_cfg_from):
+    def export(model, size, folder, infer_cfg_from, simplify):
         import shutil
 
         import paddle
@@ -69,7 +70,8 @@ class _Heads:
         with paddle.pir_utils.DygraphOldIrGuard():
             paddle.jit.save(paddle.jit.to_static(Wrapper(model), input_spec=spec,
                                                  full_graph=True), os.path.join(folder, "model"))
-        simplify_saved_program(os.path.join(folder, "model.pdmodel"))
+        if simplify:
+            simplify_saved_program(os.path.join(folder, "model.pdmodel"))
         shutil.copy(os.path.join(infer_cfg_from, "infer_cfg.yml"), folder)
 
 
@@ -86,20 +88,27 @@ def _images(size, n):
 
 
 def _time(variants, images, rounds, repeats):
-    """{name: mean over images of the per-image minimum ms}."""
+    """({name: mean over images of the per-image minimum ms}, {name: [the same, per round]})
+    (per round: ratios between variants of one round saw the same load)."""
     from ppdet.engine.export import Predictor
     best = {name: [float("inf")] * len(images) for name in variants}
+    per_round = {name: [] for name in variants}
     for _ in range(rounds):
         for name, (folder, memory_optim) in variants.items():
             predictor = Predictor(folder, memory_optim=memory_optim)
+            mins = []
             for i, feeds in enumerate(images):
+                ms = []
                 for _ in range(repeats):
                     tic = time.perf_counter()
                     predictor.run(*feeds)
-                    best[name][i] = min(best[name][i], (time.perf_counter() - tic) * 1000)
+                    ms.append((time.perf_counter() - tic) * 1000)
+                mins.append(min(ms))
+                best[name][i] = min(best[name][i], mins[-1])
+            per_round[name].append(sum(mins) / len(mins))
             del predictor            # one predictor alive at a time: they slow each other
             gc.collect()
-    return {name: sum(v) / len(v) for name, v in best.items()}
+    return {name: sum(v) / len(v) for name, v in best.items()}, per_round
 
 
 def _profile_child(folder, memory_optim, size, runs):
@@ -177,6 +186,8 @@ def main():
         print(f"error: {args.weights}.pdparams not found: train the tiny model "
               f"(tools/train.py -c {CFG}) or pass --weights", file=sys.stderr)
         sys.exit(2)
+    import numpy as np
+
     from ppdet.engine.builder import build_model
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.export import export_model
@@ -186,13 +197,17 @@ def main():
         cfg = _cfg(size)
         model = build_model(cfg)
         load_weights(model, args.weights)
-        folders = {v: os.path.join(root, f"{size}_{v}") for v in ("before", "after", "heads")}
+        folders = {v: os.path.join(root, f"{size}_{v}")
+                   for v in ("before", "after", "heads before", "heads after")}
         export_model(model, cfg, folders["before"], ["c"] * 4, simplify=False)
         export_model(model, cfg, folders["after"], ["c"] * 4)
-        _Heads.export(model, size, folders["heads"], folders["after"])
-        variants = {"before": (folders["before"], False), "after": (folders["after"], True),
-                    "heads": (folders["heads"], True)}
-        ms = _time(variants, _images(size, args.images), args.rounds, args.repeats)
+        for v in ("before", "after"):
+            _Heads.export(model, size, folders[f"heads {v}"], folders[v], v == "after")
+        variants = {v: (folders[v], v.endswith("after")) for v in folders}
+        variants["folded"] = (folders["after"], False)      # the fold alone
+        ms, per_round = _time(variants, _images(size, args.images), args.rounds, args.repeats)
+        ms["paired"] = float(np.median([a / b for a, b in zip(per_round["after"],
+                                                              per_round["before"])]))
         prof = {v: _profile(*variants[v], size, args.profile_runs) for v in ("before", "after")}
         maps = {v: _map(*variants[v], size) for v in ("before", "after")} if args.map else {}
         rows.append((size, ms, prof, maps))
@@ -201,14 +216,16 @@ def main():
 
     print(f"\n{args.weights}, oneDNN, 1 thread, batch 1, {args.images} val images, "
           f"{args.rounds} rounds x {args.repeats} runs, min per image, mean over images\n")
-    print("| size | before ms | after ms | after/before | backbone+head alone ms | "
-          "decode+NMS before | decode+NMS after |" + (" mAP before | mAP after |" if args.map
-                                                      else ""))
-    print("|---|---|---|---|---|---|---|" + ("---|---|" if args.map else ""))
+    print("| size | before ms | bias folded ms | after (+ memory optim) ms | after/before "
+          "(median of per-round ratios) | "
+          "backbone+head alone, before / after ms | decode+NMS before | decode+NMS after |" +
+          (" mAP before | mAP after |" if args.map else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|---|" if args.map else ""))
     for size, ms, _, maps in rows:
-        b, a, h = ms["before"], ms["after"], ms["heads"]
-        line = (f"| {size} | {b:.3f} | {a:.3f} | {a / b:.3f} | {h:.3f} | "
-                f"{b - h:.3f} ms ({(b - h) / b:.1%}) | {a - h:.3f} ms ({(a - h) / a:.1%}) |")
+        b, a, hb, ha = ms["before"], ms["after"], ms["heads before"], ms["heads after"]
+        line = (f"| {size} | {b:.3f} | {ms['folded']:.3f} ({ms['folded'] / b:.3f}) | {a:.3f} | "
+                f"{a / b:.3f} ({ms['paired']:.3f}) | {hb:.3f} / {ha:.3f} | "
+                f"{b - hb:.3f} ms ({(b - hb) / b:.1%}) | {a - ha:.3f} ms ({(a - ha) / a:.1%}) |")
         if maps:
             line += f" {maps['before']:.2f} | {maps['after']:.2f} |"
         print(line)
