@@ -13,6 +13,10 @@ variant and round, variants in turn (same machine load); per image the minimum o
 x repeats, then the mean over images. Then Paddle's profiler (``Config.enable_profile``)
 on before and after, summed per part of the model. ``--map``: VOC mAP of the exported
 before and after on the eval set at each size (the same detections give the same mAP).
+``--nms``: what the score filter and top-k settings could save: the ``yolo_box`` and
+``multiclass_nms3`` kernels timed in dygraph on the decoded val images (minimum of 20 calls,
+mean over images; each call carries ~5 us of Python) and the dygraph model's mAP, per
+setting.
 """
 import argparse
 import gc
@@ -167,6 +171,57 @@ def _map(folder, memory_optim, size):
                           progress=False)["mAP"]
 
 
+NMS_SETTINGS = [  # (name, YOLOBox conf_thresh, MultiClassNMS kwargs)
+    ("PaddleDetection defaults", 0.005, dict(score_threshold=0.01, nms_top_k=1000)),
+    ("conf_thresh = score_threshold", 0.01, dict(score_threshold=0.01, nms_top_k=1000)),
+    ("nms_top_k 100", 0.005, dict(score_threshold=0.01, nms_top_k=100)),
+    ("score_threshold 0.05", 0.005, dict(score_threshold=0.05, nms_top_k=1000))]
+
+
+def _nms_rows(model, size, n_images):
+    import numpy as np
+    import paddle
+
+    from ppdet.engine.builder import build_metric_for, build_reader
+    from ppdet.engine.evaluate import evaluate
+    from ppdet.modeling.post_process import BBoxPostProcess, MultiClassNMS, YOLOBox
+    cfg = _cfg(size)
+    cfg["EvalReader"]["worker_num"] = 0
+    loader = build_reader(cfg, "eval")
+    metric = build_metric_for(cfg, loader.dataset)
+    head, saved = model.yolo_head, model.post_process
+    with paddle.no_grad():
+        heads = [model.head_outputs(paddle.to_tensor(img)) for img, _, _ in
+                 _images(size, n_images)]
+    origin = paddle.to_tensor([[size, size]], "int32")
+
+    def best(fn):
+        times = []
+        for _ in range(20):
+            tic = time.perf_counter()
+            out = fn()
+            times.append((time.perf_counter() - tic) * 1e6)
+        return min(times), out
+
+    rows = []
+    for name, conf, kw in NMS_SETTINGS:
+        decode, nms = YOLOBox(conf_thresh=conf), MultiClassNMS(keep_top_k=100, **kw)
+        t_dec, t_nms, kept = [], [], []
+        for outs in heads:
+            t, (boxes, scores) = best(lambda: decode(outs, origin, head.anchors,
+                                                     head.anchor_masks,
+                                                     head.downsample_ratios, head.num_classes))
+            t_dec.append(t)
+            t, (bbox, _) = best(lambda: nms(boxes, scores))
+            t_nms.append(t)
+            kept.append(int((bbox.numpy()[:, 0] >= 0).sum()))
+        model.post_process = BBoxPostProcess(decode=decode, nms=nms)
+        m = 100 * evaluate(model, loader, metric, progress=False)["mAP"]
+        rows.append((size, name, np.mean(t_dec), np.mean(t_nms), np.mean(kept), m))
+    model.post_process = saved
+    return rows
+
+
 def main():
     if sys.argv[1:2] == ["--_profile"]:
         folder, mem, size, runs = sys.argv[2:6]
@@ -181,6 +236,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile_runs", type=int, default=200)
     parser.add_argument("--map", action="store_true", help="also mAP of before and after")
+    parser.add_argument("--nms", action="store_true",
+                        help="also the decode/NMS kernels and mAP per score filter setting")
     args = parser.parse_args()
     if not os.path.isfile(args.weights + ".pdparams"):
         print(f"error: {args.weights}.pdparams not found: train the tiny model "
@@ -192,7 +249,7 @@ def main():
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.export import export_model
     root = tempfile.mkdtemp(prefix="profile_exported_")
-    rows = []
+    rows, nms_rows = [], []
     for size in args.sizes:
         cfg = _cfg(size)
         model = build_model(cfg)
@@ -211,6 +268,8 @@ def main():
         prof = {v: _profile(*variants[v], size, args.profile_runs) for v in ("before", "after")}
         maps = {v: _map(*variants[v], size) for v in ("before", "after")} if args.map else {}
         rows.append((size, ms, prof, maps))
+        if args.nms:
+            nms_rows += _nms_rows(model, size, args.images)
     import shutil
     shutil.rmtree(root, ignore_errors=True)
 
@@ -242,6 +301,13 @@ def main():
     cells = " | ".join(f"{prof['before'][2]:.0f} | {prof['after'][2]:.0f}"
                        for _, _, prof, _ in rows)
     print(f"| ops run per image | {cells} |")
+
+    if nms_rows:
+        print("\n| size | setting | decode (3 yolo_box, 2 concat, transpose) us | "
+              "multiclass_nms3 us | boxes kept per image | mAP (dygraph) |\n"
+              "|---|---|---|---|---|---|")
+        for size, name, dec, nms, kept, m in nms_rows:
+            print(f"| {size} | {name} | {dec:.0f} | {nms:.0f} | {kept:.1f} | {m:.2f} |")
 
 
 if __name__ == "__main__":
