@@ -87,10 +87,12 @@ def fold_conv_bias(program):
         add._set_attr("axis", 1)
         reshapes.append(reshape)
     for reshape in reshapes:
-        dropped = reshape.output_arg_names()
+        # its output (whose one user now reads the bias) and its XShape, if nothing reads it
+        dropped = [n for n in reshape.output_arg_names()
+                   if n == reshape.output("Out")[0] or not users.get(n)]
         index = next(i for i in range(block.op_size()) if block.op(i).id() == reshape.id())
-        block._remove_op(index, index + 1)
-        for name in dropped:        # its output (now unused) and XShape
+        block._remove_op(index, index + 1)      # frees the op: do not touch `reshape` now
+        for name in dropped:
             block._remove_var(name.encode())
     return len(reshapes)
 
