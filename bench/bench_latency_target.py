@@ -147,11 +147,11 @@ def step_match(args):
     target_ms = search.latency_target(b.table, speedup=args.speedup)
     if sens is not None:
         lat, pred, _ = search.ratios_for_latency(b.table, b.graph, sens, target_ms,
-                                                 smooth=not args.raw_table)
+                                                 smooth=not args.raw_table, rule=args.rule)
     else:
         _, lat, pred = search.uniform_ratio_for_latency(
             b.table, b.graph, [g.name for g in b.graph.prunable], target_ms,
-            smooth=not args.raw_table)
+            smooth=not args.raw_table, align=args.align)
     dirs = {"unpruned": b.export({}, "u"), "latency": b.export(lat, "l")}
     pred_of = lambda f: b.table.predict(b.kept(_flops_ratios(b, sens, f)))  # noqa: E731
     # start where the predictor says the FLOPs-target model is as fast, then measure
@@ -182,6 +182,9 @@ def step_match(args):
     for k, r in rows.items():
         r.update(b.row(r["ratios"]), measured=ms[k])
     _state(args, {"config": args.config, "size": b.size, "speedup": args.speedup,
+                  "search": ("raw" if args.raw_table else "steady")
+                  + (f", {args.rule}" if sens is not None else ", uniform")
+                  + (f", align {args.align}" if args.align and sens is None else ""),
                   "target_ms": target_ms, "rows": rows, "match": hist,
                   "noise": ms["unpruned (2nd export)"] / ms["unpruned"] - 1,
                   "repeats": b.repeats, "rounds": args.rounds})
@@ -286,7 +289,8 @@ def step_groups(args):
 def _print(state):
     rows, x = state["rows"], state["speedup"]
     m0 = rows["unpruned"]["measured"]
-    print(f"\n{state['config']} at {state['size'][0]} px, requested {x:g}x "
+    print(f"\n{state['config']} at {state['size'][0]} px, search: "
+          f"{state.get('search', 'steady')}, requested {x:g}x "
           f"({state['target_ms']:.2f} ms predicted); same model exported twice: "
           f"{state['noise']:+.1%}")
     print("FLOPs-target candidates, gap to the latency-target model in the final rounds: "
@@ -338,6 +342,10 @@ def main():
     parser.add_argument("--top", type=int, default=10, help="groups: how many")
     parser.add_argument("--raw_table", action="store_true",
                         help="search on the raw table, not its steady fit (comparison)")
+    parser.add_argument("--rule", default="threshold", choices=["threshold", "sum"],
+                        help="match, with --sensitivities: the latency search's rule")
+    parser.add_argument("--align", type=int, default=None,
+                        help="match, uniform: kept counts multiples of N (prune.py --align)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--lr", default="0.0006")
     args = parser.parse_args()

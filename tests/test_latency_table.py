@@ -146,12 +146,38 @@ def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
     sens = {a.name: {0.25: 0.001, 0.5: 0.002, 0.75: 0.004},     # a: cheap to prune
             b.name: {0.25: 0.05, 0.5: 0.2, 0.75: 0.5}}
     target = table.predict({}) - 0.5 * a.size
-    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
-    assert ms <= target and lost < 0.01 and b.name not in ratios
+    for rule in ("threshold", "sum"):
+        ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target, rule=rule)
+        assert ms <= target and lost < 0.01 and b.name not in ratios, rule
+        with pytest.raises(search.SearchError, match="reaches"):
+            search.ratios_for_latency(table, graph, sens, 10.0, rule=rule)
     kept = round(a.size * (1 - ratios[a.name]))
-    assert kept in table.counts(a.key)
-    with pytest.raises(search.SearchError, match="reaches"):
-        search.ratios_for_latency(table, graph, sens, 10.0)
+    assert kept in table.counts(a.key)                      # "sum" picks the table's counts
+
+
+def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(setup):
+    """The default rule prunes as --target_flops does (every conv to one loss threshold),
+    at the smallest threshold whose plan the table puts within the budget."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b = (graph.group(k) for k in GROUPS)
+    key = L.target_key(graph, SIZE)
+    entries = {g.key: {k: {g.key: float(k)} for k in range(8, g.size, 8)} for g in (a, b)}
+    table = L.LatencyTable(key, entries, 10.0 + a.size + b.size,
+                           {a.key: a.size, b.key: b.size}, None,
+                           {g.key: float(g.size) for g in (a, b)})
+    sens = {a.name: {0.25: 0.01, 0.5: 0.04, 0.75: 0.2},
+            b.name: {0.25: 0.02, 0.5: 0.05, 0.75: 0.1}}
+    target = table.predict({}) - 0.4 * (a.size + b.size)
+    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
+    assert target - 2.0 <= ms <= target         # the least pruning that fits (whole channels)
+    level = {n: search._loss_at(sens[n], r) for n, r in ratios.items()}
+    assert len(ratios) == 2 and max(level.values()) - min(level.values()) < 1e-4
+    same = search.ratios_by_loss(sens, level[a.name])          # ratios are kept to 1e-4
+    assert all(abs(same[n] - r) <= 2e-4 for n, r in ratios.items())
+    assert lost == pytest.approx(sum(level.values()))
+    with pytest.raises(ValueError, match="rule"):
+        search.ratios_for_latency(table, graph, sens, target, rule="best")
 
 
 def test_solve_measured_matches_a_noisy_measurement_in_few_calls():
@@ -219,17 +245,18 @@ def test_steady_table_follows_the_line_not_the_dips(setup):
 
 
 def test_latency_searches_do_not_chase_a_dip_on_the_steady_table(setup):
-    """Equal losses on both groups: on the raw table the search spends the budget on
-    ``a``'s dipped count, which the whole model would not show; on the steady table it
-    prunes by the line, and its prediction is the steady table's."""
+    """Equal losses on both groups: on the raw table the table-count search (``sum``)
+    spends the budget on ``a``'s dipped count, which the whole model would not show; on
+    the steady table it prunes by the line, and its prediction is the steady table's."""
     from ppdet.slim import search
     _, graph = setup
     a, b, table = _dipped_table(setup)
     sens = {g.name: {0.25: 0.01, 0.5: 0.02, 0.75: 0.04} for g in (a, b)}
     target = table.predict({}) - 0.3 * (table.predict({}) - table.fixed_ms)
-    raw, raw_ms, _ = search.ratios_for_latency(table, graph, sens, target, smooth=False)
+    raw, raw_ms, _ = search.ratios_for_latency(table, graph, sens, target, smooth=False,
+                                               rule="sum")
     assert round(a.size * (1 - raw[a.name])) == 40                # the dip, chosen
-    ratios, ms, _ = search.ratios_for_latency(table, graph, sens, target)
+    ratios, ms, _ = search.ratios_for_latency(table, graph, sens, target, rule="sum")
     kept = round(a.size * (1 - ratios.get(a.name, 0)))
     assert kept != 40 and ms <= target
     assert ms == pytest.approx(search.steady(table).predict(
@@ -237,3 +264,19 @@ def test_latency_searches_do_not_chase_a_dip_on_the_steady_table(setup):
     _, uni, uni_ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
     assert uni_ms <= target and uni_ms == pytest.approx(search.steady(table).predict(
         {g.key: round(g.size * (1 - uni.get(g.name, 0))) for g in (a, b)}))
+
+
+def test_uniform_latency_search_keeps_multiples_of_align(setup):
+    """With ``align`` every group (both sizes are multiples of 16) keeps a multiple of
+    16, counts the table never measured included, and the budget still holds."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b, table = _dipped_table(setup)
+    target = table.predict({}) - 0.4 * (table.predict({}) - table.fixed_ms)
+    _, plain, _ = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
+    _, ratios, ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target,
+                                                     align=16)
+    kept = {g.key: round(g.size * (1 - ratios.get(g.name, 0))) for g in (a, b)}
+    assert all(k % 16 == 0 and 16 <= k <= table.sizes[g] for g, k in kept.items()), kept
+    assert ms <= target and ms == pytest.approx(search.steady(table).predict(kept))
+    assert any(round(g.size * (1 - plain.get(g.name, 0))) % 16 for g in (a, b))  # unaligned

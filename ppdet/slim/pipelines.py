@@ -198,7 +198,7 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
             raise UserError(str(e)) from None
     ratios, how = choose_ratios(model, size, pruned_params, pruned_ratios, sensitivities_file,
                                 loss, target_flops, target_ratio, pruner=pruner, log=log,
-                                table=lat, target_ms=target_ms)
+                                table=lat, target_ms=target_ms, align=align)
     ratios = align_ratios(model, ratios, align)
     if not ratios:
         raise UserError("nothing to prune with these settings")

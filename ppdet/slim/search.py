@@ -212,19 +212,30 @@ def _predict(table, picks):
     return table.predict({key: k for key, (k, *_) in picks.items()})
 
 
-def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smooth=True):
-    """Per conv, the table count that loses the least summed sensitivity within
-    ``target_ms``: each group picks ``argmin loss(k) + lam * T(group, k)`` (the model is
-    additive, so this is exact for a given ``lam``), bisecting ``lam`` to the smallest that
-    meets the budget. ``smooth``: on the :func:`steady` table (the raw one's dips are
-    what an optimiser finds first, and they do not hold in the whole model).
+def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smooth=True,
+                       rule="threshold"):
+    """Ratios from the sensitivities that meet ``target_ms`` on the table (the
+    :func:`steady` one with ``smooth``: the raw one's dips are what an optimiser finds
+    first, and the whole model does not show them).
+
+    ``rule="threshold"`` (default): the smallest loss threshold whose ratios
+    (:func:`ratios_by_loss`, as ``--target_flops`` chooses) meet the budget. ``"sum"``: per
+    conv the table count that loses the least summed sensitivity (each group picks
+    ``argmin loss(k) + lam * T(group, k)``, ``lam`` bisected). At the same measured latency
+    the summed-loss plans lost less before fine-tuning but removed more FLOPs and
+    fine-tuned about a point lower, twice out of two (bench/RESULTS.md, "Latency target
+    against FLOPs target"), hence the default.
     Returns ``(ratios {name: ratio}, predicted ms, summed loss)``."""
     table = steady(table) if smooth else table
+    sensitivities = {n: c for n, c in sensitivities.items() if c}
+    if rule == "threshold":
+        return _threshold_for_latency(table, graph, sensitivities, target_ms, max_iter)
+    if rule != "sum":
+        raise ValueError(f"rule {rule!r}: threshold or sum")
     options = {}
     for name, curve in sensitivities.items():
-        if curve:
-            key, opts = _choices(table, graph, name, curve)
-            options[key] = (name, opts)
+        key, opts = _choices(table, graph, name, curve)
+        options[key] = (name, opts)
 
     def pick(lam):
         return {key: min(opts, key=lambda o: (o[2] + lam * o[3], -o[0]))
@@ -234,9 +245,7 @@ def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smoo
                options.items()}
     reach = _predict(table, fastest)
     if reach > target_ms:
-        raise SearchError(f"pruning every analysed conv as far as measured reaches "
-                          f"{reach:.2f} ms, above the {target_ms:.2f} ms asked for: analyse "
-                          f"more convs or larger ratios, or ask for less")
+        raise SearchError(_unreachable(reach, target_ms))
     lo, hi = 0.0, 1.0
     while _predict(table, pick(hi)) > target_ms and hi < 1e9:
         hi *= 4
@@ -246,6 +255,34 @@ def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smoo
         best = fastest
     ratios = {options[key][0]: round(o[1], 6) for key, o in best.items() if o[1] > 0}
     return ratios, _predict(table, best), sum(o[2] for o in best.values())
+
+
+def _unreachable(reach, target_ms):
+    return (f"pruning every analysed conv as far as measured reaches {reach:.2f} ms, above "
+            f"the {target_ms:.2f} ms asked for: analyse more convs or larger ratios, or ask "
+            f"for less")
+
+
+def _threshold_for_latency(table, graph, sensitivities, target_ms, max_iter):
+    """The smallest loss threshold whose :func:`ratios_by_loss` meet ``target_ms``."""
+    for name in sensitivities:
+        if graph.group(name).key not in table.sizes:
+            raise SearchError(f"the latency table has no entries for {name}: build it "
+                              f"again with slim/prune/latency_table.py")
+
+    def ms(t):
+        removed = removed_for_ratios(graph, ratios_by_loss(sensitivities, t))
+        return table.predict({k: graph.group(k).size - v for k, v in removed.items()})
+    losses = [x for c in sensitivities.values() for x in c.values()]
+    hi = max([1.0, *losses]) + 1e-6
+    if ms(hi) > target_ms:
+        raise SearchError(_unreachable(ms(hi), target_ms))
+    lo = min([-1.0, *losses]) - 1e-6            # pruning can raise the mAP: losses < 0
+    t = lo if ms(lo) <= target_ms else _smallest_meeting(lambda x: ms(x) <= target_ms,
+                                                         lo, hi, max_iter)
+    ratios = ratios_by_loss(sensitivities, t)
+    lost = sum(_loss_at(sensitivities[n], r) or 0.0 for n, r in ratios.items())
+    return ratios, ms(t), lost
 
 
 def _snap(opts, kept_raw):
@@ -263,10 +300,20 @@ def _snap(opts, kept_raw):
     return down
 
 
-def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40, smooth=True):
-    """One filter ratio for ``names``, each group's count snapped to a table count
-    (:func:`_snap`), bisected until the prediction meets ``target_ms`` (on the
-    :func:`steady` table with ``smooth``).
+def _aligned(size, kept_raw, align):
+    """``kept_raw`` rounded to a multiple of ``align`` (at least ``align``, at most
+    ``size``)."""
+    return min(size, max(align, int(round(kept_raw / align)) * align))
+
+
+def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40, smooth=True,
+                              align=None):
+    """One filter ratio for ``names``, bisected until the prediction meets ``target_ms``
+    (on the :func:`steady` table with ``smooth``); each group's count snapped to a table
+    count (:func:`_snap`), or with ``align`` rounded to a multiple of it (groups whose size
+    is one; the table interpolates between its counts). Multiples of 16 ran faster per
+    FLOP in the whole model at full width than counts 8 off them (bench/RESULTS.md), which
+    one-conv table entries do not show.
     Returns ``(ratio, {name: ratio actually used}, predicted ms)``."""
     table = steady(table) if smooth else table
     from ppdet.slim.criteria import pruned_count
@@ -275,9 +322,15 @@ def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40, smoot
         key, opts = _choices(table, graph, name)
         options[key] = (name, graph.group(name).size, opts)
 
+    def one(size, opts, r):
+        kept_raw = size - pruned_count(size, r)
+        if align and size % align == 0 and size > align:
+            k = _aligned(size, kept_raw, align)
+            return (k, (size - k) / size, 0.0, None)
+        return _snap(opts, kept_raw)
+
     def picks(r):
-        return {key: _snap(opts, size - pruned_count(size, r))
-                for key, (_, size, opts) in options.items()}
+        return {key: one(size, opts, r) for key, (_, size, opts) in options.items()}
 
     top = 0.95
     reach = _predict(table, picks(top))
