@@ -342,7 +342,7 @@ def main():
     parser.add_argument("--top", type=int, default=10, help="groups: how many")
     parser.add_argument("--raw_table", action="store_true",
                         help="search on the raw table, not its steady fit (comparison)")
-    parser.add_argument("--rule", default="threshold", choices=["threshold", "sum"],
+    parser.add_argument("--rule", default="sum", choices=["sum", "threshold"],
                         help="match, with --sensitivities: the latency search's rule")
     parser.add_argument("--align", type=int, default=None,
                         help="match, uniform: kept counts multiples of N (prune.py --align)")

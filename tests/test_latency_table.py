@@ -156,8 +156,8 @@ def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
 
 
 def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(setup):
-    """The default rule prunes as --target_flops does (every conv to one loss threshold),
-    at the smallest threshold whose plan the table puts within the budget."""
+    """``rule="threshold"`` prunes as --target_flops does (every conv to one loss
+    threshold), at the smallest threshold whose plan the table puts within the budget."""
     from ppdet.slim import search
     _, graph = setup
     a, b = (graph.group(k) for k in GROUPS)
@@ -169,7 +169,8 @@ def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(se
     sens = {a.name: {0.25: 0.01, 0.5: 0.04, 0.75: 0.2},
             b.name: {0.25: 0.02, 0.5: 0.05, 0.75: 0.1}}
     target = table.predict({}) - 0.4 * (a.size + b.size)
-    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
+    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target,
+                                                 rule="threshold")
     assert target - 2.0 <= ms <= target         # the least pruning that fits (whole channels)
     level = {n: search._loss_at(sens[n], r) for n, r in ratios.items()}
     assert len(ratios) == 2 and max(level.values()) - min(level.values()) < 1e-4

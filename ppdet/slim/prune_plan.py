@@ -61,8 +61,8 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                 ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target_ms)
             except search.SearchError as e:
                 raise UserError(str(e)) from None
-            return ratios, f"least loss threshold within {target_ms:.2f} ms (predicted " \
-                f"{ms:.2f} ms, summed loss {lost:.4f})"
+            return ratios, f"least summed loss ({lost:.4f}) within {target_ms:.2f} ms " \
+                f"(predicted {ms:.2f} ms)"
         try:
             threshold, ratios, got = search.loss_for_flops(Costs(graph, image_size), sens,
                                                            target_flops)

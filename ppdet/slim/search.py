@@ -213,18 +213,18 @@ def _predict(table, picks):
 
 
 def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smooth=True,
-                       rule="threshold"):
+                       rule="sum"):
     """Ratios from the sensitivities that meet ``target_ms`` on the table (the
     :func:`steady` one with ``smooth``: the raw one's dips are what an optimiser finds
     first, and the whole model does not show them).
 
-    ``rule="threshold"`` (default): the smallest loss threshold whose ratios
-    (:func:`ratios_by_loss`, as ``--target_flops`` chooses) meet the budget. ``"sum"``: per
-    conv the table count that loses the least summed sensitivity (each group picks
-    ``argmin loss(k) + lam * T(group, k)``, ``lam`` bisected). At the same measured latency
-    the summed-loss plans lost less before fine-tuning but removed more FLOPs and
-    fine-tuned about a point lower, twice out of two (bench/RESULTS.md, "Latency target
-    against FLOPs target"), hence the default.
+    ``rule="sum"`` (default): per conv the table count that loses the least summed
+    sensitivity (each group picks ``argmin loss(k) + lam * T(group, k)``, ``lam``
+    bisected). ``"threshold"``: the smallest loss threshold whose ratios
+    (:func:`ratios_by_loss`, as ``--target_flops`` chooses) meet the budget, i.e. the
+    FLOPs-target plan of the same predicted latency. On the tiny model the summed-loss
+    plans kept far more mAP before fine-tuning and the same within a point after it
+    (bench/RESULTS.md, "Latency target against FLOPs target").
     Returns ``(ratios {name: ratio}, predicted ms, summed loss)``."""
     table = steady(table) if smooth else table
     sensitivities = {n: c for n, c in sensitivities.items() if c}
@@ -311,9 +311,8 @@ def uniform_ratio_for_latency(table, graph, names, target_ms, max_iter=40, smoot
     """One filter ratio for ``names``, bisected until the prediction meets ``target_ms``
     (on the :func:`steady` table with ``smooth``); each group's count snapped to a table
     count (:func:`_snap`), or with ``align`` rounded to a multiple of it (groups whose size
-    is one; the table interpolates between its counts). Multiples of 16 ran faster per
-    FLOP in the whole model at full width than counts 8 off them (bench/RESULTS.md), which
-    one-conv table entries do not show.
+    is one; the table interpolates between its counts): ``prune.py --align`` rounds inside
+    the search, so the rounded plan is the one that meets the budget.
     Returns ``(ratio, {name: ratio actually used}, predicted ms)``."""
     table = steady(table) if smooth else table
     from ppdet.slim.criteria import pruned_count
