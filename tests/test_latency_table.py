@@ -146,9 +146,138 @@ def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
     sens = {a.name: {0.25: 0.001, 0.5: 0.002, 0.75: 0.004},     # a: cheap to prune
             b.name: {0.25: 0.05, 0.5: 0.2, 0.75: 0.5}}
     target = table.predict({}) - 0.5 * a.size
-    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target)
-    assert ms <= target and lost < 0.01 and b.name not in ratios
+    for rule in ("threshold", "sum"):
+        ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target, rule=rule)
+        assert ms <= target and lost < 0.01 and b.name not in ratios, rule
+        with pytest.raises(search.SearchError, match="reaches"):
+            search.ratios_for_latency(table, graph, sens, 10.0, rule=rule)
     kept = round(a.size * (1 - ratios[a.name]))
-    assert kept in table.counts(a.key)
-    with pytest.raises(search.SearchError, match="reaches"):
-        search.ratios_for_latency(table, graph, sens, 10.0)
+    assert kept in table.counts(a.key)                      # "sum" picks the table's counts
+
+
+def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(setup):
+    """``rule="threshold"`` prunes as --target_flops does (every conv to one loss
+    threshold), at the smallest threshold whose plan the table puts within the budget."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b = (graph.group(k) for k in GROUPS)
+    key = L.target_key(graph, SIZE)
+    entries = {g.key: {k: {g.key: float(k)} for k in range(8, g.size, 8)} for g in (a, b)}
+    table = L.LatencyTable(key, entries, 10.0 + a.size + b.size,
+                           {a.key: a.size, b.key: b.size}, None,
+                           {g.key: float(g.size) for g in (a, b)})
+    sens = {a.name: {0.25: 0.01, 0.5: 0.04, 0.75: 0.2},
+            b.name: {0.25: 0.02, 0.5: 0.05, 0.75: 0.1}}
+    target = table.predict({}) - 0.4 * (a.size + b.size)
+    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target,
+                                                 rule="threshold")
+    assert target - 2.0 <= ms <= target         # the least pruning that fits (whole channels)
+    level = {n: search._loss_at(sens[n], r) for n, r in ratios.items()}
+    assert len(ratios) == 2 and max(level.values()) - min(level.values()) < 1e-4
+    same = search.ratios_by_loss(sens, level[a.name])          # ratios are kept to 1e-4
+    assert all(abs(same[n] - r) <= 2e-4 for n, r in ratios.items())
+    assert lost == pytest.approx(sum(level.values()))
+    with pytest.raises(ValueError, match="rule"):
+        search.ratios_for_latency(table, graph, sens, target, rule="best")
+
+
+def test_solve_measured_matches_a_noisy_measurement_in_few_calls():
+    """The FLOPs target whose model measures as fast as another: a wrong slope guess, noise
+    that breaks monotonicity near the root, and a plateau (counts move in steps)."""
+    from ppdet.slim import search
+    rng = np.random.RandomState(0)
+    calls = []
+
+    def gap(x):                                    # latency gap, falls as x grows
+        calls.append(x)
+        return (1 - 0.8 * x) / (1 - 0.8 * 0.37) - 1 + rng.uniform(-0.01, 0.01)
+    x, y, tries = search.solve_measured(gap, 0.2, slope=-0.5, lo=0.02, hi=0.95, tol=0.02)
+    assert abs(y) <= 0.02 and abs(x - 0.37) < 0.05 and len(calls) <= 4
+    assert tries[-1] == (x, y) and len(tries) == len(calls)
+
+    def steps(x):                                  # no x gives |gap| <= tol: best is kept
+        return round((0.5 - x) * 4) / 4 + 0.1
+    x, y, tries = search.solve_measured(steps, 0.1, slope=-1.0, lo=0.0, hi=1.0, tol=0.02)
+    assert abs(y) == min(abs(v) for _, v in tries) and len(tries) <= 6
+    below = [t for t, v in tries if v < 0]
+    above = [t for t, v in tries if v > 0]
+    assert below and above and min(below) > max(above)     # ended bracketing the step
+    with pytest.raises(ValueError, match="slope"):
+        search.solve_measured(steps, 0.1, slope=0, lo=0.0, hi=1.0)
+
+
+def _dipped_table(setup, dip_at=40):
+    """Two groups, one conv each, 1 ms per 8 channels, measured every 8: ``a`` has one
+    count measured at a tenth of its line (a one-conv program's dip) and a base measured
+    in a slow minute (every pruned count looks 30% cheaper)."""
+    _, graph = setup
+    a, b = (graph.group(k) for k in reversed(GROUPS))          # a: 64 channels, b: 32
+    entries, base = {}, {}
+    for g in (a, b):
+        base[g.key] = g.size / 8.0
+        entries[g.key] = {k: {g.key: k / 8.0} for k in range(8, g.size, 8)}
+    entries[a.key][dip_at][a.key] *= 0.1
+    base[a.key] *= 1.3
+    key = L.target_key(graph, SIZE)
+    return a, b, L.LatencyTable(key, entries, 5.0 + sum(base.values()),
+                                {a.key: a.size, b.key: b.size}, None, base)
+
+
+def test_steady_table_follows_the_line_not_the_dips(setup):
+    """The steady table prices every count on the group's line (the dip and the slow base
+    are outvoted) and keeps the unpruned prediction; a line falling with the count (no
+    evidence that pruning saves time) becomes flat."""
+    from ppdet.slim import search
+    a, b, table = _dipped_table(setup)
+    st = search.steady(table)
+    assert st.predict({}) == pytest.approx(table.predict({}))
+    line = lambda k: k / a.size                                    # noqa: E731
+    for k in (8, 40, a.size - 8):
+        assert st.piece_ms(a.key, a.key, k) / st.base[a.key] == pytest.approx(line(k),
+                                                                             abs=0.02)
+    assert table.piece_ms(a.key, a.key, 40) / table.base[a.key] < 0.1     # raw: the dip
+    for k in (8, 16, b.size - 8):                                  # b was a line already
+        assert st.piece_ms(b.key, b.key, k) == pytest.approx(table.piece_ms(b.key, b.key, k))
+    falling = L.LatencyTable(table.key, {b.key: {k: {b.key: 2.0 - k / b.size}
+                                                 for k in range(8, b.size, 8)}},
+                             3.0, {b.key: b.size}, None, {b.key: 1.0})
+    st = search.steady(falling)
+    assert all(st.piece_ms(b.key, b.key, k) == pytest.approx(1.0) for k in (8, 16))
+
+
+def test_latency_searches_do_not_chase_a_dip_on_the_steady_table(setup):
+    """Equal losses on both groups: on the raw table the table-count search (``sum``)
+    spends the budget on ``a``'s dipped count, which the whole model would not show; on
+    the steady table it prunes by the line, and its prediction is the steady table's."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b, table = _dipped_table(setup)
+    sens = {g.name: {0.25: 0.01, 0.5: 0.02, 0.75: 0.04} for g in (a, b)}
+    target = table.predict({}) - 0.3 * (table.predict({}) - table.fixed_ms)
+    raw, raw_ms, _ = search.ratios_for_latency(table, graph, sens, target, smooth=False,
+                                               rule="sum")
+    assert round(a.size * (1 - raw[a.name])) == 40                # the dip, chosen
+    ratios, ms, _ = search.ratios_for_latency(table, graph, sens, target, rule="sum")
+    kept = round(a.size * (1 - ratios.get(a.name, 0)))
+    assert kept != 40 and ms <= target
+    assert ms == pytest.approx(search.steady(table).predict(
+        {g.key: round(g.size * (1 - ratios.get(g.name, 0))) for g in (a, b)}))
+    _, uni, uni_ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
+    assert uni_ms <= target and uni_ms == pytest.approx(search.steady(table).predict(
+        {g.key: round(g.size * (1 - uni.get(g.name, 0))) for g in (a, b)}))
+
+
+def test_uniform_latency_search_keeps_multiples_of_align(setup):
+    """With ``align`` every group (both sizes are multiples of 16) keeps a multiple of
+    16, counts the table never measured included, and the budget still holds."""
+    from ppdet.slim import search
+    _, graph = setup
+    a, b, table = _dipped_table(setup)
+    target = table.predict({}) - 0.4 * (table.predict({}) - table.fixed_ms)
+    _, plain, _ = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
+    _, ratios, ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target,
+                                                     align=16)
+    kept = {g.key: round(g.size * (1 - ratios.get(g.name, 0))) for g in (a, b)}
+    assert all(k % 16 == 0 and 16 <= k <= table.sizes[g] for g, k in kept.items()), kept
+    assert ms <= target and ms == pytest.approx(search.steady(table).predict(kept))
+    assert any(round(g.size * (1 - plain.get(g.name, 0))) % 16 for g in (a, b))  # unaligned

@@ -205,7 +205,7 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
             raise UserError(str(e)) from None
     ratios, how = choose_ratios(model, size, pruned_params, pruned_ratios, sensitivities_file,
                                 loss, target_flops, target_ratio, pruner=pruner, log=log,
-                                table=lat, target_ms=target_ms)
+                                table=lat, target_ms=target_ms, align=align)
     ratios = align_ratios(model, ratios, align)
     if not ratios:
         raise UserError("nothing to prune with these settings")
@@ -214,7 +214,8 @@ def prune_and_finetune(cfg, pruned_params=None, pruned_ratios=None, sensitivitie
         removed = removed_for_ratios(pruner.graph, ratios)
         kept = {k: pruner.graph.group(k).size - v for k, v in removed.items()
                 if k in lat.sizes}
-        base, ms = lat.predict({}), lat.predict(kept)
+        from ppdet.slim.search import steady
+        base, ms = lat.predict({}), steady(lat).predict(kept)   # as the searches predict
         log(f"predicted latency {ms:.2f} ms (unpruned {base:.2f} ms, {base / ms:.2f}x) on "
             f"{lat.key['device']}, {lat.key['threads']} thread(s), "
             f"{'x'.join(map(str, lat.key['input_size']))} px")

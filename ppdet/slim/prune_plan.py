@@ -30,11 +30,11 @@ def check_sensitivities_fit(graph, sens, path, groups=True):
 
 def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
                   sensitivities_file=None, loss=None, target_flops=None, target_ratio=None,
-                  pruner=None, log=print, table=None, target_ms=None):
+                  pruner=None, log=print, table=None, target_ms=None, align=None):
     """Exactly one way of choosing: explicit ratios, a sensitivity file with --loss or
     --target_flops, or uniform pruning of --pruned_params to --target_ratio of FLOPs; with
     a latency ``table`` and ``target_ms``, to a latency (per conv from the sensitivities, or
-    one uniform ratio snapped to the table's counts)."""
+    one uniform ratio snapped to the table's counts, or to multiples of ``align``)."""
     graph = pruner.graph if pruner is not None else PruneGraph.of(model)
     if sensitivities_file:
         from ppdet.slim.sensitivity_store import load_sensitivities_file
@@ -76,7 +76,7 @@ def choose_ratios(model, image_size, pruned_params=None, pruned_ratios=None,
         names = [n for n in select_params(model, pruned_params) if graph.has(n)]
         try:
             ratio, ratios, ms = search.uniform_ratio_for_latency(table, graph, names,
-                                                                 target_ms)
+                                                                 target_ms, align=align)
         except search.SearchError as e:
             raise UserError(str(e)) from None
         log(f"uniform filter ratio {ratio:g} for {len(names)} convs, each count snapped to "

@@ -8,7 +8,7 @@
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "conv2d_[1-9].w_0" \
         --target_ratio 0.2
     # to a measured latency (table from slim/prune/latency_table.py): least sensitivity loss,
-    # or one uniform ratio snapped to fast channel counts
+    # or one uniform ratio snapped to the table's channel counts (or to multiples of --align)
     python slim/prune/prune.py -c CFG -o weights=W --sensitivities_file s.data \
         --target_speedup 1.5
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_latency 3.0
