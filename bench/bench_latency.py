@@ -67,7 +67,7 @@ def main():
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
     from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.latency import STAT, build_table
+    from ppdet.slim.latency import STAT, build_table, quiet_gate
     from ppdet.slim.plan import ChannelPlan, Costs, apply_plan
     cfg = _cfg(args.config, args.size)
     size = image_size_for(cfg, "test")
@@ -100,13 +100,17 @@ def main():
         applied.restore()
         dirs.append(d)
         rows.append([i, costs.flops(plan) / flops0, table.predict(plan), float("inf")])
-    # round robin, the minimum over rounds: the plans see the same machine load
+    # round robin, the minimum over rounds: the plans see the same machine load; each
+    # timing waits for a quiet machine, as the table's did
+    gate = quiet_gate(args.threads)
     for _ in range(args.rounds):
         for row, d in zip(rows, dirs):
+            gate.wait()
             row[3] = min(row[3], measure_latency(d, size, use_mkldnn=True, warmup=5,
                                                  repeats=args.repeats, threads=args.threads,
                                                  stat=STAT))
     shutil.rmtree(tmp_root, ignore_errors=True)
+    print(gate.summary())
     print(f"\n{args.config} at {size[0]} px, {args.threads} thread(s), oneDNN")
     p0, m0 = rows[0][2], rows[0][3]
     print("| plan | FLOPs | predicted ms | measured ms | error | predicted speed-up | "

@@ -27,7 +27,7 @@ def setup():
 def _build(setup, path, **kw):
     cfg, graph = setup
     return L.build_table(graph, cfg, str(path), SIZE, step=16, groups=GROUPS, repeats=5,
-                         progress=False, log=lambda *a: None, **kw)
+                         progress=False, log=lambda *a: None, quiet=False, **kw)
 
 
 class _Killed(Exception):
@@ -46,14 +46,26 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
         _build(setup, path, on_entry=kill)
     data = json.loads(path.read_text())          # a loadable file with what was measured
     assert len(data["base"]) + sum(len(e) for e in data["entries"].values()) == 2
-    assert data["full_ms"] is None
+    assert data["full_ms"] is None and data["calib"] is None
+    assert sorted(data["passes"].values()) == [1, 1]
+    first = L.LatencyTable.load(str(path))
     seen = []
     table = _build(setup, path, on_entry=seen.append)
-    assert len(seen) == total - 2                # only the missing entries were measured
+    # only the missing timings were taken: pass 1 of the rest, then pass 2 of everything
+    assert len(seen) == 2 * total - 2
+    assert set(table.passes.values()) == {2} and len(table.passes) == total
+    # each value is the fastest of its passes: never above the first pass's
+    for u, ms in first.base.items():
+        assert table.base[u] <= ms
+    for g, e in first.entries.items():
+        for k, pieces in e.items():
+            assert all(table.entries[g][k][u] <= ms for u, ms in pieces.items())
     assert table.complete and table.full_ms > 0 and table.scale > 0
-    # the calibration plan is predicted as measured
-    assert table.predict(table.calib["plan"]) == pytest.approx(table.calib["ms"], rel=1e-9) \
-        or table.scale == 1.0
+    # whole model: unpruned first, then uniform plans at table counts, all measured
+    assert table.calib[0] == {"plan": {}, "ms": table.full_ms}
+    assert [c["plan"] for c in table.calib[1:]] == L.calibration_plans(table)
+    for c in table.calib[1:]:
+        assert all(table.has(g, k) for g, k in c["plan"].items()) and c["ms"] > 0
     again = []
     _build(setup, path, on_entry=again.append)
     assert again == []                           # complete: nothing measured again
@@ -75,6 +87,33 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
     assert lo <= mid <= hi
 
 
+def test_scale_is_the_least_squares_fit_through_the_unpruned_model(setup):
+    """Synthetic table (no timing): whole-model measurements that follow
+    ``fixed + scale * raw`` exactly give back that scale; noise around it is averaged."""
+    _, graph = setup
+    a, b = (graph.group(k) for k in GROUPS)
+    key = L.target_key(graph, SIZE)
+    base = {a.key: 4.0, b.key: 6.0}
+    entries = {g.key: {k: {g.key: base[g.key] * k / g.size} for k in (8, 16)} for g in (a, b)}
+    plans = [{a.key: 8, b.key: 16}, {a.key: 16, b.key: 8}, {a.key: 8}]
+    table = L.LatencyTable(key, entries, 12.0, {a.key: a.size, b.key: b.size}, None, base)
+    assert table.scale == 1.0 and table.predict({}) == 12.0      # no calibration: as timed
+    raw = [table._raw(p) for p in plans]
+    s0 = table._raw({})
+    table = L.LatencyTable(key, entries, 12.0, {a.key: a.size, b.key: b.size}, None, base,
+                           [{"plan": {}, "ms": 12.0}] +
+                           [{"plan": p, "ms": 12.0 + 0.6 * (r - s0)} for p, r in zip(plans, raw)])
+    assert table.scale == pytest.approx(0.6) and table.fixed_ms == pytest.approx(12 - 0.6 * s0)
+    for p in plans:
+        assert table.predict(p) == pytest.approx(12.0 + 0.6 * (table._raw(p) - s0))
+    noisy = [{"plan": {}, "ms": 12.0}] + [
+        {"plan": p, "ms": 12.0 + 0.6 * (r - s0) * f} for p, r, f in zip(plans, raw,
+                                                                        (0.9, 1.1, 1.0))]
+    table = L.LatencyTable(key, entries, 12.0, {a.key: a.size, b.key: b.size}, None, base,
+                           noisy)
+    assert 0.5 < table.scale < 0.7 and table.predict({}) == pytest.approx(12.0)
+
+
 def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
     path = tmp_path / "latency.json"
     cfg, graph = setup
@@ -94,6 +133,12 @@ def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
         L.build_table(graph, cfg, str(path), [96, 96], groups=GROUPS, progress=False,
                       log=lambda *a: None)
     assert "input_size" in str(e.value)
+    data = json.loads(path.read_text())           # a table of the previous format
+    path.write_text(json.dumps(dict(data, format="ppdet-latency/1")))
+    with pytest.raises(L.LatencyTableError) as e:
+        L.LatencyTable.load(str(path), key)
+    msg = str(e.value)
+    assert "\n" not in msg and "older format" in msg and "latency_table.py" in msg
     path.write_text("not json")
     with pytest.raises(L.LatencyTableError):
         L.LatencyTable.load(str(path), key)
