@@ -51,6 +51,19 @@ def test_resume_continues_exactly(tmp_path, shapes_root):
     assert oa["optimizer"]["LR_Scheduler"] == ob["optimizer"]["LR_Scheduler"]
 
 
+def test_config_seed_orders_the_training_data(shapes_root):
+    """``seed`` (or train.py --seed) reaches the data order too, so two seeds are two runs."""
+    from ppdet.engine.trainer import Trainer
+
+    def order(*extra):
+        loader = Trainer(load_config(CFG, SMALL + list(extra))).loader
+        return [i for batch in loader.sampler for i, _, _ in batch]
+    assert order() == order("seed=0")                 # unset means 0, as before
+    assert sorted(order("seed=1")) == sorted(order())  # the same images ...
+    assert order("seed=1") != order()                 # ... in another order
+    assert order("seed=1") == order("seed=1")
+
+
 def test_strict_loading_names_the_bad_parameter(tmp_path):
     cfg = load_config(CFG)
     model = build_model(cfg)

@@ -34,7 +34,9 @@ def main(argv=None):
     from ppdet.utils.cli import UserError
     if (args.s is not None or args.prune is not None) and not args.sr:
         raise UserError("--s and --prune set up sparsity training: add --sr (or drop them)")
-    set_seed(args.seed if args.seed is not None else int(cfg.get("seed", 0)))
+    if args.seed is not None:
+        cfg["seed"] = args.seed       # the trainer's data order follows it too
+    set_seed(int(cfg.get("seed", 0)))
     hook = sparsity_from_config(cfg, args.sr, args.s, args.prune)
     save_dir = None
     if args.resume:   # a resumed run goes on in its own folder (_sparse, _slim, ...)

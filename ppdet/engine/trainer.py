@@ -62,7 +62,8 @@ class Trainer:
         self.world_size = paddle.distributed.get_world_size()
         self.model = model if model is not None else build_model(cfg)
         self.hooks = list(hooks)
-        self.loader = build_reader(cfg, "train")
+        # the config's seed also orders the data (shuffle, augmentation): runs differ by seed
+        self.loader = build_reader(cfg, "train", seed=int(cfg.get("seed", 0)))
         self.steps_per_epoch = len(self.loader)
         self.lr = build_lr(cfg, self.steps_per_epoch)
         self.optimizer = build_optimizer(cfg, self.lr, self.model.parameters())
