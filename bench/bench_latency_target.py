@@ -210,24 +210,33 @@ def _map(cfg, weights):
 
 
 def step_finetune(args):
-    """Both plans fine-tuned with the same schedule and seed (the run is deterministic:
-    the train loader's order comes from seed 0 whatever the config's ``seed``)."""
+    """Both plans fine-tuned with the same schedule, once per seed in ``--seeds`` (the
+    config's ``seed``: initialisation and data order); resumes, keeping finished seeds."""
     from ppdet.slim import pipelines
     state = _state(args)
     rows = state["rows"]
     rows["unpruned"]["mAP"] = _map(_cfg_for(args, args.out), args.weights)
     _state(args, {"rows": rows})
-    for k in ("latency", "flops"):
-        # the plans measured in the match step, given as prune.py's --pruned_params and
-        # --pruned_ratios (the same schedule and seed for both)
-        ratios = rows[k]["ratios"]
-        cfg = _cfg_for(args, os.path.join(args.out, k))
-        res = pipelines.prune_and_finetune(cfg, ",".join(ratios),
-                                           ",".join(f"{r:.6f}" for r in ratios.values()))
-        final = os.path.join(res.save_dir, "model_final")
-        rows[k].update(mAP_pruned=_map(cfg, res.pruned), finetuned=final,
-                       mAP=_map(cfg, final))
-        _state(args, {"rows": rows, "finetune": {"epochs": args.epochs, "lr": args.lr}})
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for k in ("latency", "flops"):
+            done = rows[k].setdefault("mAP_seeds", {})
+            if seed == 0 and "mAP" in rows[k]:
+                done.setdefault("0", rows[k]["mAP"])
+            if str(seed) in done:
+                continue
+            # the plans measured in the match step, given as prune.py's --pruned_params and
+            # --pruned_ratios (the same schedule and seed for both)
+            ratios = rows[k]["ratios"]
+            cfg = _cfg_for(args, os.path.join(args.out, k if seed == 0 else f"{k}_s{seed}"))
+            cfg["seed"] = seed
+            res = pipelines.prune_and_finetune(cfg, ",".join(ratios),
+                                               ",".join(f"{r:.6f}" for r in ratios.values()))
+            final = os.path.join(res.save_dir, "model_final")
+            done[str(seed)] = _map(cfg, final)
+            if seed == 0:
+                rows[k].update(mAP_pruned=_map(cfg, res.pruned), finetuned=final,
+                               mAP=done["0"])
+            _state(args, {"rows": rows, "finetune": {"epochs": args.epochs, "lr": args.lr}})
     _print(_state(args))
 
 
@@ -318,6 +327,14 @@ def _print(state):
                   f"{1 / (fl + (1 - fl) / fr) / fr:.2f} at {fr:.2f}x" for fr in sorted(
                       {round(1 / (1 - rows[k]["flops_removed"]), 2)
                        for k in ("latency", "flops")})))
+    for k in ("latency", "flops"):
+        seeds = rows[k].get("mAP_seeds", {})
+        if len(seeds) > 1:
+            vals = [seeds[s] for s in sorted(seeds, key=int)]
+            mean = sum(vals) / len(vals)
+            sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+            print(f"{k}: fine-tuned mAP over seeds {', '.join(sorted(seeds, key=int))}: "
+                  f"{', '.join(f'{v:.2f}' for v in vals)}; mean {mean:.2f}, sd {sd:.2f}")
     if "measured_finetuned" in rows["latency"]:
         ft = {k: rows[k]["measured_finetuned"] for k in ("unpruned", "latency", "flops")}
         print("fine-tuned models measured again: " + ", ".join(
@@ -347,6 +364,7 @@ def main():
     parser.add_argument("--align", type=int, default=None,
                         help="match, uniform: kept counts multiples of N (prune.py --align)")
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--seeds", default="0", help="finetune: seeds, e.g. 0,1,2")
     parser.add_argument("--lr", default="0.0006")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
