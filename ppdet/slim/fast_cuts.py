@@ -19,7 +19,7 @@ import paddle
 from ppdet.modeling.architectures.ssd import SSD
 from ppdet.modeling.architectures.yolov3 import YOLOv3
 from ppdet.modeling.backbones.mobilenet_v1 import TappedBackbone
-from ppdet.modeling.heads.yolo_head import YOLOv3Head
+from ppdet.modeling.heads.yolo_head import YoloDetBlock, YOLOv3Head
 
 __all__ = ["Cut", "cuts_of", "trace_cut", "prefix_states"]
 
@@ -39,16 +39,18 @@ def _tap_index(bb):
 class Cut:
     """Where ``head_outputs`` resumes. ``kind`` "backbone": after the backbone (state: its
     feature maps ``feat_i``); "block" k: before backbone block k (the taps so far and the
-    running tensor ``in_k``); "level" i: before YOLOv3 head level i (the raw outputs
-    ``out_j`` of the levels before, the upsampled route ``route_i`` and the feature maps
-    still to come)."""
+    running tensor ``in_k``); "level" (i, j): in YOLOv3 head level i, before its conv j
+    (the raw outputs ``out_m`` of the levels before, the feature maps still to come, and
+    for j = 0 the upsampled route ``route_i``, else the running tensor ``x_i_j``; j = 5 is
+    before the tip)."""
 
     def __init__(self, model, kind="backbone", at=None):
         self.model, self.kind, self.at = model, kind, at
         self.head = getattr(model, _HEADS[type(model).head_outputs])
         bb = model.backbone
         n = len(bb.out_channels)
-        self.name = kind if at is None else f"{kind}{at}"
+        self.name = kind if at is None else f"{kind}{at}" if kind == "block" else \
+            f"level{at[0]}" + (f".{at[1]}" if at[1] else "")
         if kind == "backbone":
             self.keys = [f"feat_{i}" for i in range(n)]
         elif kind == "block":
@@ -58,8 +60,10 @@ class Cut:
             if at - 1 not in taps:
                 self.keys.append(self._running)
         else:
-            self.keys = ([f"out_{j}" for j in range(at)] + [f"route_{at}"]
-                         + [f"feat_{n - 1 - j}" for j in range(at, n)])
+            i, j = at
+            self.keys = ([f"out_{m}" for m in range(i)]
+                         + ([f"route_{i}"] if j == 0 else [f"x_{i}_{j}"])
+                         + [f"feat_{n - 1 - m}" for m in range(i if j == 0 else i + 1, n)])
 
     def suffix(self, state):
         """Head outputs from ``state`` (``{key: tensor}``)."""
@@ -67,9 +71,10 @@ class Cut:
         if self.kind == "backbone":
             return self.head([state[f"feat_{i}"] for i in range(n)])
         if self.kind == "level":
-            return _head_levels(self.head, [state.get(f"feat_{i}") for i in range(n)],
-                                self.at, [state[f"out_{j}"] for j in range(self.at)],
-                                state[f"route_{self.at}"])
+            i, j = self.at
+            return _head_walk(self.head, [state.get(f"feat_{m}") for m in range(n)],
+                              [state[f"out_{m}"] for m in range(i)],
+                              state.get(f"route_{i}"), self.at, state.get(f"x_{i}_{j}"))
         x = state[self._running]
         feats = [state[k] for k in self.keys if k.startswith("feat_")]
         for name, block in zip(bb.block_names[self.at:], bb.blocks[self.at:]):
@@ -79,23 +84,34 @@ class Cut:
         return self.head(feats)
 
 
-def _head_levels(head, feats, start, outs, route, stop=None, record=None):
-    """YOLOv3Head.forward from level ``start`` (to ``stop``), recording the states."""
+def _head_walk(head, feats, outs, route, start=(0, 0), x=None, stop=None, record=None):
+    """YOLOv3Head.forward conv by conv from ``start`` (level, conv) to ``stop``, the states
+    of every point passed into ``record``."""
     n = len(feats)
-    for i in range(start, n if stop is None else stop):
-        if record is not None:
-            record[f"route_{i}"] = route
-            record.update({f"out_{j}": o for j, o in enumerate(outs)})
-        feat = feats[n - 1 - i]
-        if route is not None:
-            feat = paddle.concat([route, feat], axis=1)
-        route, tip = head.blocks[i](feat)
-        outs.append(head.outputs[i](tip))
+    for i in range(start[0], n):
+        blk = head.blocks[i]
+        j = start[1] if i == start[0] else 0
+        if j == 0:
+            if record is not None:
+                record[f"route_{i}"] = route
+                record.update({f"out_{m}": o for m, o in enumerate(outs)})
+            if stop == (i, 0):
+                return outs
+            feat = feats[n - 1 - i]
+            x = feat if route is None else paddle.concat([route, feat], axis=1)
+            x = blk.convs[0](x)
+            j = 1
+        for k in range(j, len(blk.convs) + 1):
+            if record is not None:
+                record[f"x_{i}_{k}"] = x
+                record.update({f"out_{m}": o for m, o in enumerate(outs)})
+            if stop == (i, k):
+                return outs
+            if k < len(blk.convs):
+                x = blk.convs[k](x)
+        outs.append(head.outputs[i](blk.tip(x)))
         if i < len(head.transitions):
-            route = head.upsample(head.transitions[i](route))
-    if record is not None and stop is not None:
-        record[f"route_{stop}"] = route
-        record.update({f"out_{j}": o for j, o in enumerate(outs)})
+            route = head.upsample(head.transitions[i](x))
     return outs
 
 
@@ -104,8 +120,11 @@ def cuts_of(model):
     if _HEADS.get(getattr(type(model), "head_outputs", None)) is None:
         return []
     cuts = [Cut(model)]
-    if type(cuts[0].head).forward is YOLOv3Head.forward:
-        cuts += [Cut(model, "level", i) for i in range(1, len(cuts[0].head.blocks))]
+    head = cuts[0].head
+    if type(head).forward is YOLOv3Head.forward and all(
+            type(b).forward is YoloDetBlock.forward for b in head.blocks):
+        cuts += [Cut(model, "level", (i, j)) for i in range(len(head.blocks))
+                 for j in range(len(head.blocks[i].convs) + 1) if (i, j) != (0, 0)]
     if _tapped(model.backbone):
         cuts += [Cut(model, "block", k) for k in range(len(model.backbone.blocks))]
     return cuts
@@ -135,7 +154,7 @@ def prefix_states(model, image, cuts):
     out.update({f"feat_{i}": f for i, f in enumerate(feats)})
     levels = [c.at for c in cuts if c.kind == "level"]
     if levels:
-        _head_levels(cuts[0].head, feats, 0, [], None, stop=max(levels), record=out)
+        _head_walk(cuts[0].head, feats, [], None, stop=max(levels), record=out)
     return out
 
 
