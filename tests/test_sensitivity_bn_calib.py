@@ -77,6 +77,9 @@ def test_fast_mode_sees_the_recalibrated_statistics(setup):
     assert kept_fast == kept_real
     assert got_fast == pytest.approx(got_real, abs=2e-3)
     assert got_fast != plain(CONV, 0.7)[0]                 # recalibration changed the score
+    # recalibration moves every BN, so nothing before a cut stays put: the whole program only
+    assert [p.name for p in fast.evaluator.programs] == ["model"]
+    assert len(plain.evaluator.programs) > 1
     assert fast.baseline() == pytest.approx(real.baseline(), abs=2e-3)
 
 

@@ -3,8 +3,10 @@
 Paddle Inference's ``predictor.run`` keeps the GIL: two predictor clones in threads of one
 process measured no faster than one (bench/RESULTS.md, issue 17), while two processes
 nearly doubled the rate. So every core beyond the first gets a worker process of its own:
-it loads the exported program, maps the cached arrays from disk (shared page cache, no
-copy per process) and answers "run every batch with these constant inputs" over a pipe.
+it loads the exported programs (the whole one and the cut ones, see
+:mod:`ppdet.slim.fast_cuts`), maps the cached arrays from disk (shared page cache, no copy
+per process) and answers "run every batch of program P with these constant inputs" over a
+pipe.
 """
 import os
 import subprocess
@@ -32,53 +34,57 @@ def make_predictor(prefix, threads=1, device="cpu"):
     return inference.create_predictor(config)
 
 
-def run_batches(predictor, batched, constants, batch_size):
+def run_batches(predictor, batched, constants, batch_size, n_out=2):
     """Run ``predictor`` over ``batched`` (``{input: array}``, split along the first axis)
-    with ``constants`` (``{input: array}``, fed once); the first two outputs per batch."""
+    with ``constants`` (``{input: array}``, fed once); the first ``n_out`` outputs per
+    batch."""
     handles = {n: predictor.get_input_handle(n) for n in predictor.get_input_names()}
     for name, value in constants.items():
         handles[name].copy_from_cpu(np.ascontiguousarray(value))
     n = len(next(iter(batched.values())))
-    first, second = predictor.get_output_names()[:2]
+    names = predictor.get_output_names()[:n_out]
     outs = []
     for s in range(0, n, batch_size):
         for name, value in batched.items():
             handles[name].copy_from_cpu(np.ascontiguousarray(value[s:s + batch_size]))
         predictor.run()
-        outs.append((predictor.get_output_handle(first).copy_to_cpu(),
-                     predictor.get_output_handle(second).copy_to_cpu()))
+        outs.append(tuple(predictor.get_output_handle(o).copy_to_cpu() for o in names))
     return outs
 
 
 def _serve(inbox, outbox):
     """The worker process: answer run requests until told to stop or the parent is gone."""
     try:
-        prefix, arrays, batch_size, threads = inbox.recv()
-        predictor = make_predictor(prefix, threads)
-        batched = {name: np.load(path, mmap_mode="r") for name, path in arrays.items()}
+        programs, batch_size, threads = inbox.recv()
+        predictors, batched = {}, {}
+        for name, (prefix, arrays) in programs.items():
+            predictors[name] = make_predictor(prefix, threads)
+            batched[name] = {k: np.load(path, mmap_mode="r") for k, path in arrays.items()}
         outbox.send(("ready", None))
     except BaseException:
         outbox.send(("error", traceback.format_exc()))
         return
     while True:
         try:
-            constants = inbox.recv()
+            request = inbox.recv()
         except (EOFError, OSError):         # the parent died (kill -9): nothing to answer
             return
-        if constants is None:
+        if request is None:
             return
+        name, constants = request
         try:
-            outbox.send(("ok", run_batches(predictor, batched, constants, batch_size)))
+            outbox.send(("ok", run_batches(predictors[name], batched[name], constants,
+                                           batch_size)))
         except BaseException:
             outbox.send(("error", traceback.format_exc()))
 
 
 class Worker:
-    """One worker process over the program at ``prefix`` and the ``.npy`` files
-    ``arrays`` (``{input: path}``). Starts at once and loads in the background;
+    """One worker process over ``programs`` (``{name: (prefix, {input: .npy path})}``: a
+    predictor each, over its own arrays). Starts at once and loads in the background;
     :meth:`ready` says whether it can take work without waiting."""
 
-    def __init__(self, prefix, arrays, batch_size, threads=1):
+    def __init__(self, programs, batch_size, threads=1):
         # a fresh interpreter (python -m), not multiprocessing: it never forks a process
         # running Paddle, and never re-imports the caller's main script
         from_parent, to_child = os.pipe()
@@ -94,7 +100,7 @@ class Worker:
         os.close(to_parent)
         self.outbox = Connection(to_child, readable=False)
         self.inbox = Connection(from_child, writable=False)
-        self.outbox.send((prefix, arrays, batch_size, threads))
+        self.outbox.send((programs, batch_size, threads))
         self._ready = False
 
     def ready(self):
@@ -114,11 +120,12 @@ class Worker:
             self._ready = True
         return value
 
-    def run(self, constants):
-        """The first two outputs per batch, with ``constants`` fed (blocks until loaded)."""
+    def run(self, constants, program):
+        """The first two outputs per batch of ``program``, with ``constants`` fed (blocks
+        until loaded)."""
         while not self._ready:
             self._answer()
-        self.outbox.send(constants)
+        self.outbox.send((program, constants))
         return self._answer()
 
     def close(self):

@@ -120,7 +120,8 @@ def analyse_sensitivity(cfg, sensitivities_file, pruned_params=None,
     if mode == "fast":
         from ppdet.slim.fast_eval import MaskedEvaluator
         evaluator = MaskedEvaluator(model, cache, metric, pruner, batch_size,
-                                    threads=cpu_threads or 1, calib=calib_set, device=device)
+                                    threads=cpu_threads or 1, calib=calib_set, device=device,
+                                    log=log)
         measure = MaskedMeasure(evaluator)
         if cpu_threads is None and device == "cpu":
             from ppdet.slim.cores import CoreShare
