@@ -87,9 +87,10 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
     assert lo <= mid <= hi
 
 
-def test_scale_is_the_least_squares_fit_through_the_unpruned_model(setup):
+def test_scale_is_the_median_slope_through_the_unpruned_model(setup):
     """Synthetic table (no timing): whole-model measurements that follow
-    ``fixed + scale * raw`` exactly give back that scale; noise around it is averaged."""
+    ``fixed + scale * raw`` exactly give back that scale; with noise it stays between the
+    slopes, and one calibration plan far off the line does not move it."""
     _, graph = setup
     a, b = (graph.group(k) for k in GROUPS)
     key = L.target_key(graph, SIZE)
@@ -112,6 +113,14 @@ def test_scale_is_the_least_squares_fit_through_the_unpruned_model(setup):
     table = L.LatencyTable(key, entries, 12.0, {a.key: a.size, b.key: b.size}, None, base,
                            noisy)
     assert 0.5 < table.scale < 0.7 and table.predict({}) == pytest.approx(12.0)
+    # the last plan measured no faster than unpruned (a slow-kernel cliff): least squares
+    # would fall to about a third of 0.6; the median keeps the other two plans' slope
+    cliff = [{"plan": {}, "ms": 12.0}] + [
+        {"plan": p, "ms": 12.0 + 0.6 * (r - s0)} for p, r in zip(plans[:2], raw[:2])] + [
+        {"plan": plans[2], "ms": 12.0}]
+    table = L.LatencyTable(key, entries, 12.0, {a.key: a.size, b.key: b.size}, None, base,
+                           cliff)
+    assert table.scale == pytest.approx(0.6)
 
 
 def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
