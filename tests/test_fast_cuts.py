@@ -67,6 +67,28 @@ def test_cut_programs_score_what_the_whole_program_scores(setup):
     assert abs(ev({"conv6_sep_weights": 0.8}) - ev()) > 1e-3     # the masks do act
 
 
+def test_one_evaluator_called_from_thread_after_thread(setup):
+    """Each run_sensitivity call measures on threads of its own; the predictors (several
+    programs) then run from thread after thread. Before they were pinned to one thread of
+    their own, the third thread's run failed in oneDNN."""
+    import threading
+    _, _, _, _, ev, _ = setup
+    pairs = [dict([p]) for p in PAIRS[:4]]
+    first = [ev(p) for p in pairs]
+    got, errors = [], []
+
+    def measure():
+        try:
+            got.append([ev(p) for p in pairs])
+        except Exception as e:          # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+    for _ in range(3):
+        t = threading.Thread(target=measure)
+        t.start()
+        t.join()
+    assert errors == [] and got == [first] * 3
+
+
 def test_workers_run_the_cut_programs_too(setup):
     _, _, _, _, ev, whole = setup
     spawned = ev.spawn()

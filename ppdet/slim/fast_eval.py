@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import threading
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import paddle
@@ -179,7 +180,13 @@ class MaskedEvaluator:
         keys = list(dict.fromkeys(k for c in chosen for k in c[4]))
         self._export(_MaskedExport(self.model, self.layers, self.offsets, self.bns,
                                    [c[0] for c in chosen], keys), "model", self._spec())
-        self.predictor = make_predictor(os.path.join(self.workdir, "model"), threads, device)
+        # every predictor of this process is made and run on one thread of its own: oneDNN
+        # keeps per-thread state, and predictors run from a third thread in turn failed
+        # ("could not execute a primitive") once there was more than one program
+        self._runner = ThreadPoolExecutor(1, thread_name_prefix="ppdet-predictor")
+        self._runner_down = weakref.finalize(self, self._runner.shutdown, False)
+        self.predictor = self._on_runner(
+            make_predictor, os.path.join(self.workdir, "model"), threads, device)
         self.predictors = {"model": self.predictor}
         if chosen:
             self._add_cuts(chosen, keys, threads)
@@ -247,9 +254,9 @@ class MaskedEvaluator:
 
     def _add_cuts(self, chosen, keys, threads):
         """The states by one unpruned run of the whole program, then a program per cut."""
-        outs = run_batches(self.predictor, self._batched(),
-                           {"channel_masks": np.ones(self.n_channels, "float32")},
-                           self.batch_size, n_out=2 + len(keys))
+        outs = self._on_runner(run_batches, self.predictor, self._batched(),
+                               {"channel_masks": np.ones(self.n_channels, "float32")},
+                               self.batch_size, n_out=2 + len(keys))
         for i, k in enumerate(keys):
             self.states[k] = np.concatenate([o[2 + i] for o in outs])
         at = {u: i for i, u in enumerate(self.units)}
@@ -274,8 +281,11 @@ class MaskedEvaluator:
         finally:
             paddle.disable_static()
         for p in self.programs[1:]:
-            self.predictors[p.name] = make_predictor(os.path.join(self.workdir, p.name),
-                                                     threads, self.device)
+            self.predictors[p.name] = self._on_runner(
+                make_predictor, os.path.join(self.workdir, p.name), threads, self.device)
+
+    def _on_runner(self, fn, *args, **kwargs):
+        return self._runner.submit(fn, *args, **kwargs).result()
 
     def spawn(self):
         """Another evaluator on the same compiled program, run by a worker process of its
@@ -303,6 +313,8 @@ class MaskedEvaluator:
         self._workers = []
         if self._cleanup is not None:
             self._cleanup()
+        if self._worker is None:
+            self._runner_down()
 
     def _batched(self, program=None):
         """The per-image inputs of ``program`` (default: the whole program)."""
@@ -383,7 +395,8 @@ class MaskedEvaluator:
         if self._worker is not None:
             outs = self._worker.run(constants, program.name)
         else:
-            outs = run_batches(self.predictors[program.name], self._batched(program), constants,
+            outs = self._on_runner(run_batches, self.predictors[program.name],
+                                   self._batched(program), constants,
                                self.batch_size)
         dets = {}
         for k, (bbox, num) in enumerate(outs):
