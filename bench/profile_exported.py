@@ -61,14 +61,7 @@ class _Heads:
         import paddle
 
         from ppdet.engine.export import simplify_saved_program
-
-        class Wrapper(paddle.nn.Layer):
-            def __init__(self, model):
-                super().__init__()
-                self.model = model
-
-            def forward(self, image):
-                return self.model.head_outputs(image)
+        from ppdet.slim.graph import _RawOutputs as Wrapper  # image -> raw head outputs
 
         spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "image")]
         with paddle.pir_utils.DygraphOldIrGuard():

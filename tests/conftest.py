@@ -2,11 +2,14 @@
 
 Set PPDET_TEST_WEIGHTS=path/to/model (no suffix) to reuse weights trained elsewhere.
 The weights are cached under output/test_cache/<key>, keyed by the model source and
-training recipe, so local re-runs skip training.
+training recipe, so local re-runs skip training. The suite runs on every core (pytest-xdist,
+pyproject.toml); the training starts in the background as soon as the tests are collected.
 """
 import fcntl
 import hashlib
 import os
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -29,14 +32,18 @@ def _key():
     return h.hexdigest()[:12]
 
 
+def _final():
+    return os.path.join(ROOT, "output", "test_cache", _key(), "model_final")
+
+
 def trained_weights():
     if os.environ.get("PPDET_TEST_WEIGHTS"):
         return os.environ["PPDET_TEST_WEIGHTS"]
     from ppdet.core.config import load_config
     from ppdet.data.shapes import ensure_shapes
     from ppdet.engine.trainer import Trainer, set_seed
-    out = os.path.join(ROOT, "output", "test_cache", _key())
-    final = os.path.join(out, "model_final")
+    final = _final()
+    out = os.path.dirname(final)
     os.makedirs(out, exist_ok=True)
     # pytest-xdist workers ask at once: one trains, the others wait for its weights
     with open(out + ".lock", "w") as lock:
@@ -52,6 +59,36 @@ def trained_weights():
 import pytest  # noqa: E402
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject.toml): a worker per core, at most 4. Each worker is a Paddle
+    process of about 1 GB, and most tests are single-threaded and short."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+_TRAINER = []
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need the trained weights run last, and one process (the first xdist
+    worker) starts training them in the background at once: the workers run every other
+    test meanwhile instead of waiting for the weights. Within each part the tests marked
+    ``long`` go first, so that no worker is left alone with a long one at the end."""
+    needs = lambda item: "trained" in getattr(item, "fixturenames", ())
+    items.sort(key=lambda item: (needs(item), item.get_closest_marker("long") is None))
+    if (os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0" and any(map(needs, items))
+            and not os.environ.get("PPDET_TEST_WEIGHTS")
+            and not os.path.isfile(_final() + ".pdparams")):
+        os.makedirs(os.path.dirname(_final()), exist_ok=True)
+        with open(_final() + ".log", "w") as log:    # the fixture trains itself if this fails
+            _TRAINER.append(subprocess.Popen([sys.executable, __file__], cwd=ROOT,
+                                             stdout=log, stderr=subprocess.STDOUT))
+
+
+def pytest_sessionfinish(session):
+    for proc in _TRAINER:                          # never left running after the session
+        proc.wait()
+
+
 @pytest.fixture(scope="session")
 def shapes_root():
     from ppdet.data.shapes import ensure_shapes
@@ -62,3 +99,8 @@ def shapes_root():
 def trained(shapes_root):
     """Path (no suffix) of tiny YOLOv3 weights trained on the shapes set."""
     return trained_weights()
+
+
+if __name__ == "__main__":               # the background training started above
+    sys.path.insert(0, ROOT)
+    print(trained_weights())

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["epoch=1", "snapshot_epoch=1", "TrainDataset.sample_num=16", "TrainReader.batch_size=8",
          "EvalDataset.sample_num=16"]
@@ -97,6 +99,7 @@ def test_commands_are_what_the_readme_says():
     assert "python analyze.py demo.data --target_flops 0.3 -c ../../$CFG\n" in script
 
 
+@pytest.mark.long
 def test_readme_walkthrough_runs(tmp_path, trained, shapes_root):
     work = tmp_path / "repo"
     _copy_tree(str(work))

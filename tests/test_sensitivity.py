@@ -98,6 +98,7 @@ def test_restart_after_kill_9_resumes_with_nothing_lost(tmp_path, trained):
             assert final[name][ratio] == loss
 
 
+@pytest.mark.long
 def test_shards_merged_equal_a_single_run(tmp_path, trained):
     common = ["-o", f"weights={trained}", "--pruned_params", NECK, "--pruned_ratios",
               "0.2 0.5 0.8", "--eval_samples", EVAL_N]
@@ -211,6 +212,7 @@ SEED_PARAMS = ",".join(f"yolo_block.{i}.{t}.conv.weights" for i in range(3)
                        for t in ("0.0", "0.1", "1.0", "1.1", "2", "tip"))
 
 
+@pytest.mark.long
 def test_seed_commands_as_written_split_by_ratio_then_merged(tmp_path, trained):
     """seed 000: the 18-conv analysis, then one conv split over two processes by ratio."""
     out = str(tmp_path / "demo.data")

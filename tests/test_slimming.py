@@ -216,6 +216,7 @@ def _run(*args):
                           timeout=900)
 
 
+@pytest.mark.long
 def test_sparsity_training_then_slim_prune_tool(tmp_path, shapes_root):
     """The seed's workflow end to end on a few images: --sr training, slim_prune with
     channels + one residual block, a short fine-tune, and the stage table."""
