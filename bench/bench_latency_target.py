@@ -10,6 +10,8 @@
     # the fine-tuned models measured again; what pruning cannot remove (every group at its
     # smallest count); the latency-target plan's groups one at a time, predicted vs measured
     python bench/bench_latency_target.py final|floor|groups -c CFG ...
+    # two builds of one table: do they agree on which groups save time?
+    python bench/bench_latency_target.py agree -c CFG ... --out DIR --other DIR2
 
 Without --weights the model has random weights with the prediction convs biased to
 background (as bench/bench_latency.py), and pruning is uniform over every prunable conv
@@ -125,7 +127,8 @@ def step_table(args):
     from ppdet.slim.latency import build_table
     cfg, size, _, graph = _setup(args)
     table = build_table(graph, cfg, _table_file(args, size), size, step=args.count_step,
-                        max_counts=args.max_counts, repeats=30, progress=sys.stderr.isatty())
+                        max_counts=args.max_counts, repeats=30, progress=sys.stderr.isatty(),
+                        quiet=not args.no_quiet_gate)
     print(f"table complete: {sum(len(e) for e in table.entries.values())} entries, full "
           f"{table.full_ms:.2f} ms, fixed {table.fixed_ms:.2f} ms, scale {table.scale:.2f}")
 
@@ -341,15 +344,50 @@ def _print(state):
             f"{k} {ms:.2f} ms ({ft['unpruned'] / ms:.2f}x)" for k, ms in ft.items()))
 
 
+def step_agree(args):
+    """Two builds of the same table (``--out`` and ``--other``), compared where a search
+    looks: each group's predicted saving with only that group at half its channels (steady
+    fit). If two builds disagree there, the allocation between groups follows noise."""
+    import numpy as np
+
+    from ppdet.slim.latency import LatencyTable, target_key
+    from ppdet.slim.search import steady
+    cfg, size, _, graph = _setup(args)
+    key = target_key(graph, size)
+    paths = [_table_file(args, size), os.path.join(args.other, os.path.basename(
+        _table_file(args, size)))]
+    tables = [steady(LatencyTable.load(p, key)) for p in paths]
+    rows = []
+    for g in graph.prunable:
+        if any(g.key not in t.sizes for t in tables):
+            continue
+        half = [max([c for c in t.counts(g.key) if c <= g.size // 2] or [min(t.counts(g.key))])
+                for t in tables]
+        rows.append((g.key, g.size, *[t.predict({}) - t.predict({g.key: h})
+                                     for t, h in zip(tables, half)]))
+    a, b = np.array([r[2] for r in rows]), np.array([r[3] for r in rows])
+    rank = lambda v: np.argsort(np.argsort(v))                       # noqa: E731
+    print(f"{len(rows)} groups; unpruned predicted {tables[0].predict({}):.2f} / "
+          f"{tables[1].predict({}):.2f} ms; a group's saving at half width: "
+          f"{a.mean():.3f} / {b.mean():.3f} ms on average")
+    print(f"agreement between the two builds: Spearman {np.corrcoef(rank(a), rank(b))[0, 1]:.2f},"
+          f" Pearson {np.corrcoef(a, b)[0, 1]:.2f}; median |difference| "
+          f"{np.median(np.abs(a - b)):.3f} ms")
+    print("| group | channels | saving, build 1 (ms) | build 2 (ms) |\n|---|---|---|---|")
+    for k, n, x, y in sorted(rows, key=lambda r: -abs(r[2] - r[3]))[:args.top]:
+        print(f"| {k} | {n} | {x:.3f} | {y:.3f} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["table", "match", "floor", "groups", "finetune",
-                                                   "final", "report"])
+                                                   "final", "report", "agree"])
     parser.add_argument("-c", "--config", default="configs/shapes/yolov3_mobilenet_v1_shapes.yml")
     parser.add_argument("--size", type=int, default=None, help="deploy size (default: config)")
     parser.add_argument("--weights", default=None, help="trained weights (default: random)")
     parser.add_argument("--sensitivities", default=None)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--other", default=None, help="agree: the second build's folder")
     parser.add_argument("--speedup", type=float, default=1.5)
     parser.add_argument("--count_step", type=int, default=8, help="table: multiples of N")
     parser.add_argument("--max_counts", type=int, default=None)
@@ -359,6 +397,9 @@ def main():
     parser.add_argument("--top", type=int, default=10, help="groups: how many")
     parser.add_argument("--raw_table", action="store_true",
                         help="search on the raw table, not its steady fit (comparison)")
+    parser.add_argument("--no_quiet_gate", action="store_true",
+                        help="table: time without waiting for a quiet machine (a noisy host "
+                             "can make the gate wait most of the time)")
     parser.add_argument("--rule", default="sum", choices=["sum", "threshold"],
                         help="match, with --sensitivities: the latency search's rule")
     parser.add_argument("--align", type=int, default=None,
@@ -369,8 +410,8 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     {"table": step_table, "match": step_match, "floor": step_floor, "groups": step_groups,
-     "finetune": step_finetune,
-     "final": step_final, "report": lambda a: _print(_state(a))}[args.what](args)
+     "finetune": step_finetune, "final": step_final, "agree": step_agree,
+     "report": lambda a: _print(_state(a))}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,30 @@ def test_scale_is_the_median_slope_through_the_unpruned_model(setup):
     assert table.scale == pytest.approx(0.6)
 
 
+def test_quiet_gate_waits_for_a_quiet_moment_then_follows_a_host_that_stays_slow():
+    """The gate waits while the reference runs slow; when most recent checks gave up, the
+    machine's slower pace becomes the reference (no wait before every timing for the rest
+    of a build); a fast run later makes it strict again. A scripted sampler: no timing."""
+    samples = [1.0] * 10                        # the gate's first idea of the fastest
+    gate = L.QuietGate(sampler=lambda: samples.pop(0), max_wait_s=0.05)
+    samples += [1.05]                           # within 15% of 1.0: no wait
+    gate.wait()
+    samples += [1.6, 1.0]                       # busy: it waits for the quiet 1.0
+    gate.wait()
+    assert (gate.checks, gate.gave_up, gate.rebased) == (2, 0, 0)
+    samples += [2.0] * 6                        # the host stays at 2.0: two samples a
+    for _ in range(3):                          # check, then it gives up; after three ...
+        gate.wait()
+    assert (gate.gave_up, gate.rebased, gate.best) == (3, 1, 2.0)
+    samples += [2.0]                            # ... 2.0 is the reference: no wait
+    gate.wait()
+    samples += [1.0, 1.9, 1.0]                  # a fast run: 1.0 is the reference again,
+    gate.wait()                                 # and 1.9 is busy again
+    gate.wait()
+    assert (gate.best, gate.gave_up, gate.checks, samples) == (1.0, 3, 8, [])
+    assert "reset 1 times" in gate.summary()
+
+
 def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
     path = tmp_path / "latency.json"
     cfg, graph = setup
