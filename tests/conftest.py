@@ -68,6 +68,7 @@ def pytest_xdist_auto_num_workers(config):
 _TRAINER = []
 
 
+@pytest.hookimpl(trylast=True)          # after -k / -m deselection: train only when needed
 def pytest_collection_modifyitems(config, items):
     """Tests that need the trained weights run last, and one process (the first xdist
     worker) starts training them in the background at once: the workers run every other
@@ -76,6 +77,7 @@ def pytest_collection_modifyitems(config, items):
     needs = lambda item: "trained" in getattr(item, "fixturenames", ())
     items.sort(key=lambda item: (needs(item), item.get_closest_marker("long") is None))
     if (os.environ.get("PYTEST_XDIST_WORKER", "gw0") == "gw0" and any(map(needs, items))
+            and not config.option.collectonly
             and not os.environ.get("PPDET_TEST_WEIGHTS")
             and not os.path.isfile(_final() + ".pdparams")):
         os.makedirs(os.path.dirname(_final()), exist_ok=True)
