@@ -128,7 +128,8 @@ def step_table(args):
     cfg, size, _, graph = _setup(args)
     table = build_table(graph, cfg, _table_file(args, size), size, step=args.count_step,
                         max_counts=args.max_counts, repeats=30, progress=sys.stderr.isatty(),
-                        quiet=not args.no_quiet_gate)
+                        quiet=not args.no_quiet_gate,
+                        **({"passes": args.passes} if args.passes else {}))
     print(f"table complete: {sum(len(e) for e in table.entries.values())} entries, full "
           f"{table.full_ms:.2f} ms, fixed {table.fixed_ms:.2f} ms, scale {table.scale:.2f}")
 
@@ -397,6 +398,9 @@ def main():
     parser.add_argument("--top", type=int, default=10, help="groups: how many")
     parser.add_argument("--raw_table", action="store_true",
                         help="search on the raw table, not its steady fit (comparison)")
+    parser.add_argument("--passes", type=int, default=None,
+                        help="table: timings per entry, the fastest kept (default: the "
+                             "library's)")
     parser.add_argument("--no_quiet_gate", action="store_true",
                         help="table: time without waiting for a quiet machine (a noisy host "
                              "can make the gate wait most of the time)")
