@@ -412,6 +412,10 @@ def main():
     parser.add_argument("--seeds", default="0", help="finetune: seeds, e.g. 0,1,2")
     parser.add_argument("--lr", default="0.0006")
     args = parser.parse_args()
+    if args.what == "agree" and not (args.other and os.path.isdir(args.other)):
+        parser.error("agree compares two builds: give the second one's folder, --other DIR")
+    if args.passes is not None and args.passes < 1:
+        parser.error(f"--passes {args.passes}: at least 1")
     os.makedirs(args.out, exist_ok=True)
     {"table": step_table, "match": step_match, "floor": step_floor, "groups": step_groups,
      "finetune": step_finetune, "final": step_final, "agree": step_agree,
