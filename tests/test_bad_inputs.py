@@ -335,6 +335,8 @@ CASES = [
      ["val_00001.jpg"]),
     ("latency-table-threads", "slim/prune/latency_table.py", lambda c: [
         "-c", c.cfg, "--threads", "0"], ["--threads 0"]),
+    ("latency-table-passes", "slim/prune/latency_table.py", lambda c: [
+        "-c", c.cfg, "--passes", "0"], ["--passes 0"]),
     ("latency-table-output-folder", "slim/prune/latency_table.py", lambda c: [
         "-c", c.cfg, "--output", c.folder], ["a_folder"]),
     ("deploy-over-its-input", D, lambda c: ["--model_dir", c.export, "--image_file",

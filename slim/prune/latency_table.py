@@ -1,12 +1,14 @@
 """Build (or finish) the latency table of a config on this machine (CPU, oneDNN).
 
     python slim/prune/latency_table.py -c CFG -o weights=W [--threads 1] [--step 8] \
-        [--max_counts N] [--output PATH]
+        [--max_counts N] [--passes N] [--output PATH]
 
 Every prunable group at every multiple of ``--step`` channels (and its full width), timed
 with Paddle Inference at the config's deploy size, plus the whole exported model. Written
 beside the weights (``latency_cpu-onednn_t<N>_<H>x<W>.json``) entry by entry: stop it any
-time and run it again to go on. See ppdet/slim/latency.py for the model it predicts with.
+time and run it again to go on; run it again with a larger ``--passes`` to add timings to
+every entry (the fastest is kept: on a busy machine more passes steady the table).
+See ppdet/slim/latency.py for the model it predicts with.
 """
 import os
 import sys
@@ -29,11 +31,16 @@ def main(argv=None):
     parser.add_argument("--max_counts", type=int, default=None,
                         help="at most N counts per group (evenly spread), for big models")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--passes", type=int, default=None,
+                        help="timings of each entry, in separate passes, the fastest kept "
+                             "(default: 2)")
     parser.add_argument("--output", default=None, help="table file (default: beside weights)")
     args = parser.parse_args(argv)
     check_range("--threads", args.threads, 1, integer=True)
     check_range("--step", args.step, 1, integer=True)
     check_range("--repeats", args.repeats, 1, integer=True)
+    if args.passes is not None:
+        check_range("--passes", args.passes, 1, integer=True)
     if args.max_counts is not None:
         check_range("--max_counts", args.max_counts, 2, integer=True)
     cfg = load_config_from_args(args)
@@ -47,7 +54,8 @@ def main(argv=None):
     if cfg.get("weights"):
         load_weights(model, cfg.get("weights"))
     table = build_table(PruneGraph.of(model), cfg, path, size, threads=args.threads,
-                        step=args.step, max_counts=args.max_counts, repeats=args.repeats)
+                        step=args.step, max_counts=args.max_counts, repeats=args.repeats,
+                        **({"passes": args.passes} if args.passes else {}))
     print(f"{path}: {sum(len(e) for e in table.entries.values())} entries over "
           f"{len(table.entries)} groups; whole model {table.full_ms:.2f} ms at "
           f"{size[0]}x{size[1]}, {args.threads} thread(s)")
