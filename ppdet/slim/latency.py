@@ -256,8 +256,9 @@ class QuietGate:
     When it gives up on most recent checks (``rebase_after`` of the last ``window``), the
     fastest is no longer within reach (the host got slower for minutes): it takes the
     fastest of that last wait as the new reference (counted in ``rebased``), instead of
-    waiting ``max_wait_s`` before every timing for the rest of the build (a table build
-    of 40 minutes instead of 5, measured here). A faster run later lowers it again.
+    waiting ``max_wait_s`` before every timing for the rest of the build (on one noisy
+    host the tiny model's table was on course for about 40 minutes, against 2-3 without
+    the gate; bench/RESULTS.md). A faster run later lowers it again.
     ``sampler``: the reference timing (tests); by default the 1x1 conv above."""
 
     def __init__(self, threads=1, use_mkldnn=True, tol=1.15, max_wait_s=3.0, sampler=None,
