@@ -129,7 +129,7 @@ def step_table(args):
     table = build_table(graph, cfg, _table_file(args, size), size, step=args.count_step,
                         max_counts=args.max_counts, repeats=30, progress=sys.stderr.isatty(),
                         quiet=not args.no_quiet_gate,
-                        **({"passes": args.passes} if args.passes else {}))
+                        passes=args.passes)
     print(f"table complete: {sum(len(e) for e in table.entries.values())} entries, full "
           f"{table.full_ms:.2f} ms, fixed {table.fixed_ms:.2f} ms, scale {table.scale:.2f}")
 

@@ -653,20 +653,20 @@ def measure_plans(graph, cfg, plans, image_size, threads=1, use_mkldnn=True, rep
 
 def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8,
                 max_counts=None, extra_counts=None, groups=None, repeats=30, progress=True,
-                on_entry=None, log=print, passes=PASSES, rounds=CALIB_ROUNDS, quiet=True):
+                on_entry=None, log=print, passes=None, rounds=CALIB_ROUNDS, quiet=True):
     """Measure what ``path`` lacks and return the table. Resumable: entries already in the
     file are kept (a file for another target is refused before anything is measured).
-    Each conv is timed on its own (a one-conv program), every entry ``passes`` times, one
-    pass over the whole table after another, the fastest kept: a burst of load on the
-    machine then spoils one pass of an entry, not the entry. Then the whole model,
-    unpruned and at :func:`calibration_plans`, in ``rounds`` rounds. ``extra_counts``:
-    ``{group key: [counts]}`` measured too; ``groups``: only these keys (tests);
+    Each conv is timed on its own (a one-conv program), every entry ``passes`` times
+    (default :data:`PASSES`), one pass over the whole table after another, the fastest
+    kept: a burst of load on the machine then spoils one pass of an entry, not the entry.
+    Then the whole model, unpruned and at :func:`calibration_plans`, in ``rounds`` rounds.
+    ``extra_counts``: ``{group key: [counts]}`` measured too; ``groups``: only these keys (tests);
     ``on_entry(n)`` is called after each timing of an entry; ``quiet``: every timing waits
     for a quiet machine first (:class:`QuietGate`)."""
     key = target_key(graph, image_size, threads, use_mkldnn, cfg.get("filename", ""))
     have = LatencyTable.load(path, key) if os.path.isfile(path) else LatencyTable(key)
     chosen, items = work_items(graph, step, max_counts, extra_counts, groups)
-    passes = max(int(passes), 1)
+    passes = PASSES if passes is None else max(int(passes), 1)
     todo = [(p, a, b) for p in range(1, passes + 1) for a, b in items
             if have.passes.get(item_id(a, b), 0) < p]
     sizes = {g.key: g.size for g in chosen}

@@ -55,7 +55,7 @@ def main(argv=None):
         load_weights(model, cfg.get("weights"))
     table = build_table(PruneGraph.of(model), cfg, path, size, threads=args.threads,
                         step=args.step, max_counts=args.max_counts, repeats=args.repeats,
-                        **({"passes": args.passes} if args.passes else {}))
+                        passes=args.passes)
     print(f"{path}: {sum(len(e) for e in table.entries.values())} entries over "
           f"{len(table.entries)} groups; whole model {table.full_ms:.2f} ms at "
           f"{size[0]}x{size[1]}, {args.threads} thread(s)")
