@@ -24,9 +24,10 @@ def graph_path(cfg, pattern, target):
     """Rows of (step, seconds) for the graph: search, then prune with the ratio found, then
     prune with given ratios from a fresh trace, as ``prune.py`` would."""
     from ppdet.engine.builder import build_model, image_size_for
-    from ppdet.slim import search
-    from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.plan import Costs, apply_plan, make_plan
+    from ppdet.slim.prune import search
+    from ppdet.slim.prune.costs import Costs
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.plan import apply_plan, make_plan
     size = image_size_for(cfg, "eval")
     model = build_model(cfg)
     model.eval()

@@ -66,9 +66,12 @@ def main():
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
-    from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.latency import STAT, build_table, quiet_gate
-    from ppdet.slim.plan import ChannelPlan, Costs, apply_plan
+    from ppdet.slim.latency.build import build_table
+    from ppdet.slim.latency.gate import quiet_gate
+    from ppdet.slim.latency.timing import STAT
+    from ppdet.slim.prune.costs import Costs
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.plan import ChannelPlan, apply_plan
     cfg = _cfg(args.config, args.size)
     size = image_size_for(cfg, "test")
     paddle.seed(args.seed)

@@ -17,7 +17,7 @@ Without --weights the model has random weights with the prediction convs biased 
 background (as bench/bench_latency.py), and pruning is uniform over every prunable conv
 (`prune.py --pruned_params "*" --target_speedup X` against `--target_ratio F`); with
 --sensitivities both come from the file (`--target_speedup X` against `--target_flops F`).
-The searches run on the table's steady fit (ppdet.slim.search.steady); --raw_table searches
+The searches run on the table's steady fit (ppdet.slim.latency_search.steady); --raw_table searches
 the raw table, for comparison. Paddle Inference, oneDNN, one thread, batch 1, minimum of
 many runs, the models measured in turn for several rounds. Each step records into
 DIR/state.json; `report` prints it again.
@@ -40,7 +40,7 @@ def _setup(args):
 
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.checkpoint import load_weights
-    from ppdet.slim.graph import PruneGraph
+    from ppdet.slim.prune.graph import PruneGraph
     cfg = _cfg(args.config, args.size)
     if args.weights:
         cfg["weights"] = args.weights
@@ -76,9 +76,9 @@ class Bench:
     """Ratios -> exported model -> measured ms, on one model and its latency table."""
 
     def __init__(self, args):
-        from ppdet.slim.latency import LatencyTable, target_key
-        from ppdet.slim.plan import Costs
-        from ppdet.slim.search import steady
+        from ppdet.slim.latency.search import steady
+        from ppdet.slim.latency.table import LatencyTable, target_key
+        from ppdet.slim.prune.costs import Costs
         self.args = args
         self.cfg, self.size, self.model, self.graph = _setup(args)
         path = _table_file(args, self.size)
@@ -93,19 +93,19 @@ class Bench:
         self.repeats = int(min(150, max(5, 500 / self.table.full_ms)))
 
     def kept(self, ratios):
-        from ppdet.slim.plan import removed_for_ratios
+        from ppdet.slim.prune.costs import removed_for_ratios
         return {k: self.graph.group(k).size - v
                 for k, v in removed_for_ratios(self.graph, ratios).items()}
 
     def row(self, ratios):
-        from ppdet.slim.plan import removed_for_ratios
+        from ppdet.slim.prune.costs import removed_for_ratios
         flops = self.costs.flops(removed_for_ratios(self.graph, ratios))
         return {"flops_removed": 1 - flops / self.flops0,
                 "predicted": self.table.predict(self.kept(ratios))}
 
     def export(self, ratios, name):
         from ppdet.engine.export import export_model
-        from ppdet.slim.plan import apply_plan, make_plan
+        from ppdet.slim.prune.plan import apply_plan, make_plan
         applied = apply_plan(self.graph, make_plan(self.graph, ratios))
         d = os.path.join(self.tmp, name)
         export_model(self.model, self.cfg, d, ["c"] * int(self.cfg.get("num_classes", 1)))
@@ -114,7 +114,7 @@ class Bench:
 
     def measure(self, dirs, rounds):
         from ppdet.engine.latency import measure_latency
-        from ppdet.slim.latency import STAT
+        from ppdet.slim.latency.timing import STAT
         best = [float("inf")] * len(dirs)
         for _ in range(rounds):          # in turn: every model sees the same machine load
             for i, d in enumerate(dirs):
@@ -124,7 +124,7 @@ class Bench:
 
 
 def step_table(args):
-    from ppdet.slim.latency import build_table
+    from ppdet.slim.latency.build import build_table
     cfg, size, _, graph = _setup(args)
     table = build_table(graph, cfg, _table_file(args, size), size, step=args.count_step,
                         max_counts=args.max_counts, repeats=30, progress=sys.stderr.isatty(),
@@ -135,31 +135,31 @@ def step_table(args):
 
 
 def _flops_ratios(b, sens, target):
-    from ppdet.slim import search
+    from ppdet.slim.prune import search as flops_search
     if sens is not None:
-        return search.loss_for_flops(b.costs, sens, target)[1]
+        return flops_search.loss_for_flops(b.costs, sens, target)[1]
     names = [g.name for g in b.graph.prunable]
-    r, _ = search.uniform_ratio_for_flops(b.costs, names, target, tol=0.0005)
+    r, _ = flops_search.uniform_ratio_for_flops(b.costs, names, target, tol=0.0005)
     return {n: r for n in names}
 
 
 def step_match(args):
-    from ppdet.slim import search
-    from ppdet.slim.sensitivity_store import load_sensitivities_file
+    from ppdet.slim.latency import search as latency_search
+    from ppdet.slim.sensitivity.store import load_sensitivities_file
     b = Bench(args)
     sens = load_sensitivities_file(args.sensitivities) if args.sensitivities else None
-    target_ms = search.latency_target(b.table, speedup=args.speedup)
+    target_ms = latency_search.latency_target(b.table, speedup=args.speedup)
     if sens is not None:
-        lat, pred, _ = search.ratios_for_latency(b.table, b.graph, sens, target_ms,
+        lat, pred, _ = latency_search.ratios_for_latency(b.table, b.graph, sens, target_ms,
                                                  smooth=not args.raw_table, rule=args.rule)
     else:
-        _, lat, pred = search.uniform_ratio_for_latency(
+        _, lat, pred = latency_search.uniform_ratio_for_latency(
             b.table, b.graph, [g.name for g in b.graph.prunable], target_ms,
             smooth=not args.raw_table, align=args.align)
     dirs = {"unpruned": b.export({}, "u"), "latency": b.export(lat, "l")}
     pred_of = lambda f: b.table.predict(b.kept(_flops_ratios(b, sens, f)))  # noqa: E731
     # start where the predictor says the FLOPs-target model is as fast, then measure
-    f0 = search._smallest_meeting(lambda f: pred_of(f) <= pred, 0.02, 0.9, 30)
+    f0 = latency_search._smallest_meeting(lambda f: pred_of(f) <= pred, 0.02, 0.9, 30)
     slope = (pred_of(f0 + 0.02) - pred_of(f0 - 0.02)) / 0.04 / pred
     tries = {}
 
@@ -170,7 +170,7 @@ def step_match(args):
         print(f"FLOPs target {f:.4f}: {ms_f:.2f} ms against {ms_l:.2f} ms "
               f"({ms_f / ms_l - 1:+.1%})", flush=True)
         return ms_f / ms_l - 1
-    search.solve_measured(gap, f0, slope, 0.02, 0.95, tol=args.tol)
+    latency_search.solve_measured(gap, f0, slope, 0.02, 0.95, tol=args.tol)
     # the final rounds measure every candidate again: the one nearest the latency-target
     # model there is the match (a candidate's try alone is a few rounds, noisier)
     cands = sorted(tries)
@@ -233,8 +233,8 @@ def step_finetune(args):
             ratios = rows[k]["ratios"]
             cfg = _cfg_for(args, os.path.join(args.out, k if seed == 0 else f"{k}_s{seed}"))
             cfg["seed"] = seed
-            res = pipelines.prune_and_finetune(cfg, ",".join(ratios),
-                                               ",".join(f"{r:.6f}" for r in ratios.values()))
+            res = pipelines.prune_and_finetune(cfg, pipelines.PruneRequest(
+                ",".join(ratios), ",".join(f"{r:.6f}" for r in ratios.values())))
             final = os.path.join(res.save_dir, "model_final")
             done[str(seed)] = _map(cfg, final)
             if seed == 0:
@@ -278,8 +278,8 @@ def step_groups(args):
     """Why a plan misses: its groups one at a time (the rest full), the ``--top`` largest
     predicted savings, measured against the unpruned model in the same rounds; predicted
     savings from the raw table and from its steady fit."""
-    from ppdet.slim.latency import LatencyTable, target_key
-    from ppdet.slim.search import steady
+    from ppdet.slim.latency.search import steady
+    from ppdet.slim.latency.table import LatencyTable, target_key
     b = Bench(args)
     raw = LatencyTable.load(_table_file(args, b.size), target_key(b.graph, b.size))
     fit = steady(raw)
@@ -351,8 +351,8 @@ def step_agree(args):
     fit). If two builds disagree there, the allocation between groups follows noise."""
     import numpy as np
 
-    from ppdet.slim.latency import LatencyTable, target_key
-    from ppdet.slim.search import steady
+    from ppdet.slim.latency.search import steady
+    from ppdet.slim.latency.table import LatencyTable, target_key
     cfg, size, _, graph = _setup(args)
     key = target_key(graph, size)
     paths = [_table_file(args, size), os.path.join(args.other, os.path.basename(

@@ -35,7 +35,8 @@ def main():
             load_config(os.path.join(ROOT, CFG), [f"weights={args.weights}",
                                                   f"save_dir={save}", f"epoch={args.epochs}",
                                                   f"LearningRate.base_lr={args.lr}"]),
-            sensitivities_file=args.sensitivities, target_flops=float(target))
+            pipelines.PruneRequest(sensitivities_file=args.sensitivities,
+                                   target_flops=float(target)))
         ckpt = result.save_dir
         rows.append((f"-{float(target):.0%} FLOPs, pruned",
                      model_row(cfg, os.path.join(ckpt, "pruned"), tempfile.mkdtemp())))

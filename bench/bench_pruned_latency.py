@@ -31,7 +31,7 @@ def main():
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
-    from ppdet.slim.pruner import model_flops
+    from ppdet.slim.prune.pruner import model_flops
     print("| input | baseline ms | pruned ms | speed-up | FLOPs ratio |\n|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split()]:
         cfg = _cfg_at(size)

@@ -46,19 +46,19 @@ def main():
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.evaluate import evaluate
     from ppdet.slim import compat
-    from ppdet.slim.fast_eval import MaskedEvaluator
-    from ppdet.slim.graph import _RawOutputs as RawOutputs
-    from ppdet.slim.pruner import FilterPruner
-    from ppdet.slim.sensitivity import (
+    from ppdet.slim.prune.graph import _RawOutputs as RawOutputs
+    from ppdet.slim.prune.pruner import FilterPruner
+    from ppdet.slim.sensitivity.analysis import (
         CachedEvaluator,
-        EvalCache,
         MaskedMeasure,
         RealPruneMeasure,
         run_sensitivity,
     )
-    from ppdet.slim.sensitivity_store import SensitivityStore
+    from ppdet.slim.sensitivity.cache import EvalCache
+    from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
+    from ppdet.slim.sensitivity.store import SensitivityStore
     cfg = load_config(os.path.join(ROOT, args.config), args.opt + ["EvalReader.worker_num=0"])
-    from ppdet.slim.params import select_params
+    from ppdet.slim.prune.params import select_params
     model = build_model(cfg)
     convs = select_params(model, args.convs)
     load_weights(model, cfg["weights"])
@@ -77,8 +77,8 @@ def main():
     n_eval = evaluator.calls
 
     # (d) the default since issue 17: every core, one 1-thread predictor each
-    from ppdet.slim.cores import CoreShare
-    from ppdet.slim.search import ratios_by_loss
+    from ppdet.slim.prune.search import ratios_by_loss
+    from ppdet.slim.sensitivity.cores import CoreShare
     tic = time.perf_counter()
     with CoreShare() as share:
         ev_d = MaskedEvaluator(model, cache, build_metric_for(cfg, cache.dataset), pruner)

@@ -75,7 +75,8 @@ def main():
             load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}",
                                                   *_schedule(args.finetune_epochs,
                                                              args.finetune_lr)]),
-            args.global_percent, args.layer_keep, args.shortcuts, finetune=True)
+            pipelines.SlimRequest(args.global_percent, args.layer_keep, args.shortcuts,
+                                  finetune=True).check())
 
     from ppdet.slim.report import model_row, report_table, stage_table
     cfg = load_config(os.path.join(ROOT, CFG))
@@ -93,7 +94,7 @@ def main():
             load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}/l1",
                                                   *_schedule(args.finetune_epochs,
                                                              args.finetune_lr)]),
-            pruned_params=L1_PARAMS, target_ratio=round(removed, 4))
+            pipelines.PruneRequest(pruned_params=L1_PARAMS, target_ratio=round(removed, 4)))
     rows = [("baseline (normal training)", row(base)), *stages[:1],
             (f"slimming, fine-tuned {args.finetune_epochs} ep", stages[-1][1]),
             (f"L1-norm uniform, same FLOPs, fine-tuned {args.finetune_epochs} ep",

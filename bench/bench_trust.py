@@ -57,7 +57,7 @@ def curve_loss(curve, ratio):
 def scale_to_flops(costs, shape, target, cap=0.9):
     """``{name: s * shape[name]}`` (capped) with s bisected so that ``target`` of the FLOPs
     goes."""
-    from ppdet.slim.search import flops_reduction
+    from ppdet.slim.prune.search import flops_reduction
     base = costs.flops()
     lo, hi = 0.0, 1.0 / max(min(shape.values()), 1e-3)
     for _ in range(40):
@@ -89,13 +89,15 @@ def main():
     from ppdet.engine.builder import build_dataset, build_metric_for, build_model
     from ppdet.engine.checkpoint import load_weights
     from ppdet.engine.trainer import Trainer, set_seed
-    from ppdet.slim import bn_calib
-    from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.pipelines import analyse_sensitivity
-    from ppdet.slim.plan import Costs
-    from ppdet.slim.prune_plan import prune_model
-    from ppdet.slim.search import ratios_by_loss
-    from ppdet.slim.sensitivity import CachedEvaluator, EvalCache
+    from ppdet.slim.pipelines.requests import SensitivityRequest
+    from ppdet.slim.pipelines.sensitivity import analyse_sensitivity
+    from ppdet.slim.prune.costs import Costs
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.ratios import prune_model
+    from ppdet.slim.prune.search import ratios_by_loss
+    from ppdet.slim.sensitivity import bn_calib
+    from ppdet.slim.sensitivity.analysis import CachedEvaluator
+    from ppdet.slim.sensitivity.cache import EvalCache
 
     tic0 = time.time()
     work = args.workdir or tempfile.mkdtemp(prefix="bench_trust_")
@@ -103,9 +105,9 @@ def main():
     model = build_model(cfg)
     names = [g.name for g in PruneGraph.of(model).prunable if g.name.startswith("yolo")]
     sens_file = os.path.join(work, "sens.data")
-    res = analyse_sensitivity(cfg, sens_file, ",".join(names),
-                              [float(r) for r in args.ratios.split()], progress=False,
-                              log=lambda *_: None)
+    req = SensitivityRequest(sens_file, ",".join(names),
+                             [float(r) for r in args.ratios.split()], progress=False).check()
+    res = analyse_sensitivity(cfg, req, log=lambda *_: None)
     sens = {n: res.sensitivities[n] for n in names}
     t_sens = time.time() - tic0
     size = [160, 160]

@@ -13,7 +13,7 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
 from ppdet.slim import latency as L
-from ppdet.slim.graph import PruneGraph
+from ppdet.slim.prune.graph import PruneGraph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -31,8 +31,8 @@ def _measure_pair(dirs, size, rounds=4):
 
 def test_latency_target_is_met_within_the_noise_of_this_run(tmp_path):
     from ppdet.engine.export import export_model
-    from ppdet.slim import search
-    from ppdet.slim.plan import apply_plan, make_plan
+    from ppdet.slim.latency import search
+    from ppdet.slim.prune.plan import apply_plan, make_plan
     cfg = load_config(CFG)
     size = [160, 160]                            # the config's deploy size
     model = build_model(cfg)

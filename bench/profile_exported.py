@@ -61,7 +61,7 @@ class _Heads:
         import paddle
 
         from ppdet.engine.export import simplify_saved_program
-        from ppdet.slim.graph import _RawOutputs as Wrapper  # image -> raw head outputs
+        from ppdet.slim.prune.graph import _RawOutputs as Wrapper  # image -> raw head outputs
 
         spec = [paddle.static.InputSpec([None, 3, size, size], "float32", "image")]
         with paddle.pir_utils.DygraphOldIrGuard():

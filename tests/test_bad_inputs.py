@@ -78,9 +78,10 @@ def ctx(tmp_path_factory, shapes_root):
     from ppdet.core.config import load_config
     from ppdet.engine.builder import build_dataset, build_model
     from ppdet.engine.checkpoint import channel_plan, save_checkpoint
-    from ppdet.slim.pruner import FilterPruner
-    from ppdet.slim.sensitivity import eval_set_digest, fingerprint
-    from ppdet.slim.sensitivity_store import FORMAT
+    from ppdet.slim.prune.pruner import FilterPruner
+    from ppdet.slim.sensitivity.analysis import fingerprint
+    from ppdet.slim.sensitivity.cache import eval_set_digest
+    from ppdet.slim.sensitivity.store import FORMAT
     root = str(tmp_path_factory.mktemp("bad_inputs"))
     c = Ctx(root=root)
     cfg = load_config(SHAPES_CFG)

@@ -12,7 +12,7 @@ from ppdet.core.config import load_config
 from ppdet.engine import checkpoint as ckpt
 from ppdet.engine.builder import build_model
 from ppdet.engine.export import export_model, verify_export
-from ppdet.slim.pruner import FilterPruner
+from ppdet.slim.prune.pruner import FilterPruner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")

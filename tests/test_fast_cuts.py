@@ -12,11 +12,11 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_dataset, build_metric_for, build_model
 from ppdet.engine.checkpoint import load_weights
-from ppdet.slim.eval_cache import EvalCache
-from ppdet.slim.eval_worker import run_batches
-from ppdet.slim.fast_cuts import cuts_of, prefix_states
-from ppdet.slim.fast_eval import MaskedEvaluator
-from ppdet.slim.pruner import FilterPruner
+from ppdet.slim.prune.pruner import FilterPruner
+from ppdet.slim.sensitivity.cache import EvalCache
+from ppdet.slim.sensitivity.cuts import cuts_of, prefix_states
+from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
+from ppdet.slim.sensitivity.worker import run_batches
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")

@@ -10,20 +10,14 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
 from ppdet.modeling import surgery
-from ppdet.slim import compat, search
-from ppdet.slim import graph as graph_mod
-from ppdet.slim.criteria import kept_channels
-from ppdet.slim.graph import PruneGraph
-from ppdet.slim.plan import (
-    ChannelPlan,
-    Costs,
-    apply_plan,
-    count_flops,
-    layer_plan,
-    make_plan,
-    masked,
-    masks,
-)
+from ppdet.slim import compat
+from ppdet.slim.prune import graph as graph_mod
+from ppdet.slim.prune import search
+from ppdet.slim.prune.costs import Costs, count_flops
+from ppdet.slim.prune.criteria import kept_channels
+from ppdet.slim.prune.graph import PruneGraph
+from ppdet.slim.prune.masks import masked, masks
+from ppdet.slim.prune.plan import ChannelPlan, apply_plan, layer_plan, make_plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"v1": "configs/shapes/yolov3_mobilenet_v1_shapes.yml",

@@ -92,6 +92,55 @@ def test_no_import_circles():
     assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
+# ppdet/slim's rooms, bottom up: a room may import rooms of lower levels only (and its own
+# modules); rooms of one level never import each other. Only pipelines runs the training loop.
+SLIM_LEVELS = [("compat", "plots"), ("prune",), ("sensitivity", "latency", "slimming"),
+               ("report",), ("pipelines",)]
+
+
+def _room(module):
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["ppdet", "slim"] else None
+
+
+def test_slim_rooms_import_only_downward():
+    level = {room: i for i, rooms in enumerate(SLIM_LEVELS) for room in rooms}
+    graph = import_graph()
+    rooms = {_room(m) for m in graph if _room(m)}
+    assert rooms <= set(level), f"rooms without a level: {sorted(rooms - set(level))}"
+    wrong = []
+    for mod, deps in graph.items():
+        src = _room(mod)
+        if src is None:
+            continue
+        for dep in deps:
+            dst = _room(dep)
+            if dst is not None and dst != src and level[dst] >= level[src]:
+                wrong.append(f"{mod} -> {dep}")
+            if dep == "ppdet.engine.trainer" and src != "pipelines":
+                wrong.append(f"{mod} -> {dep} (only pipelines trains)")
+            if src == "prune" and dep.startswith("ppdet.engine"):
+                wrong.append(f"{mod} -> {dep} (the pruning core needs no engine)")
+    assert wrong == [], "imports against the rooms' order: " + "; ".join(sorted(wrong))
+
+
+def test_every_slim_room_imports_alone():
+    """``python -c "import ppdet.slim.<room>"`` works for each room (a fresh process each,
+    so no room leans on another having been imported first), and its docstring says what
+    it owns."""
+    import subprocess
+    import sys
+    names = sorted({_room(m) for m in import_graph() if _room(m)})
+    code = "; ".join(f"import ppdet.slim.{n} as m{i}; assert len(m{i}.__doc__ or '') > 80"
+                     for i, n in enumerate(names))
+    for n in names:
+        r = subprocess.run([sys.executable, "-c", f"import ppdet.slim.{n}"], cwd=ROOT,
+                           capture_output=True, text=True)
+        assert r.returncode == 0, f"import ppdet.slim.{n}: {r.stderr[-800:]}"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-800:]
+
+
 if __name__ == "__main__":
     for c in cycles(_without_packages(import_graph())):
         print(" <-> ".join(c))

@@ -9,7 +9,7 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
 from ppdet.slim import latency as L
-from ppdet.slim.graph import PruneGraph
+from ppdet.slim.prune.graph import PruneGraph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -179,7 +179,7 @@ def test_table_of_another_target_is_refused_in_one_line(setup, tmp_path):
 
 def test_missing_table_names_how_to_build_it(setup, tmp_path):
     from ppdet.core.errors import UserError
-    from ppdet.slim.pipelines import load_latency_table
+    from ppdet.slim.latency.table import load_latency_table
     cfg, graph = setup
     cfg = dict(cfg, weights=str(tmp_path / "model_final"))
     assert load_latency_table(cfg, graph) is None
@@ -211,7 +211,8 @@ def test_latency_options_are_checked_first(argv, words, capsys):
 def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
     """On a synthetic table (no timing): the search meets the budget on the table's counts
     and takes its channels from the group whose loss is low."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
+    from ppdet.slim.prune import search as flops_search
     _, graph = setup
     a, b = (graph.group(k) for k in GROUPS)
     key = L.target_key(graph, SIZE)
@@ -225,10 +226,10 @@ def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
             b.name: {0.25: 0.05, 0.5: 0.2, 0.75: 0.5}}
     target = table.predict({}) - 0.5 * a.size
     for rule in ("threshold", "sum"):
-        ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target, rule=rule)
+        ratios, ms, lost = latency_search.ratios_for_latency(table, graph, sens, target, rule=rule)
         assert ms <= target and lost < 0.01 and b.name not in ratios, rule
-        with pytest.raises(search.SearchError, match="reaches"):
-            search.ratios_for_latency(table, graph, sens, 10.0, rule=rule)
+        with pytest.raises(flops_search.SearchError, match="reaches"):
+            latency_search.ratios_for_latency(table, graph, sens, 10.0, rule=rule)
     kept = round(a.size * (1 - ratios[a.name]))
     assert kept in table.counts(a.key)                      # "sum" picks the table's counts
 
@@ -236,7 +237,8 @@ def test_latency_search_with_sensitivities_prunes_the_cheap_loss_first(setup):
 def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(setup):
     """``rule="threshold"`` prunes as --target_flops does (every conv to one loss
     threshold), at the smallest threshold whose plan the table puts within the budget."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
+    from ppdet.slim.prune import search as flops_search
     _, graph = setup
     a, b = (graph.group(k) for k in GROUPS)
     key = L.target_key(graph, SIZE)
@@ -247,41 +249,41 @@ def test_latency_threshold_rule_is_the_flops_rule_at_the_least_loss_that_fits(se
     sens = {a.name: {0.25: 0.01, 0.5: 0.04, 0.75: 0.2},
             b.name: {0.25: 0.02, 0.5: 0.05, 0.75: 0.1}}
     target = table.predict({}) - 0.4 * (a.size + b.size)
-    ratios, ms, lost = search.ratios_for_latency(table, graph, sens, target,
+    ratios, ms, lost = latency_search.ratios_for_latency(table, graph, sens, target,
                                                  rule="threshold")
     assert target - 2.0 <= ms <= target         # the least pruning that fits (whole channels)
-    level = {n: search._loss_at(sens[n], r) for n, r in ratios.items()}
+    level = {n: latency_search._loss_at(sens[n], r) for n, r in ratios.items()}
     assert len(ratios) == 2 and max(level.values()) - min(level.values()) < 1e-4
-    same = search.ratios_by_loss(sens, level[a.name])          # ratios are kept to 1e-4
+    same = flops_search.ratios_by_loss(sens, level[a.name])          # ratios are kept to 1e-4
     assert all(abs(same[n] - r) <= 2e-4 for n, r in ratios.items())
     assert lost == pytest.approx(sum(level.values()))
     with pytest.raises(ValueError, match="rule"):
-        search.ratios_for_latency(table, graph, sens, target, rule="best")
+        latency_search.ratios_for_latency(table, graph, sens, target, rule="best")
 
 
 def test_solve_measured_matches_a_noisy_measurement_in_few_calls():
     """The FLOPs target whose model measures as fast as another: a wrong slope guess, noise
     that breaks monotonicity near the root, and a plateau (counts move in steps)."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
     rng = np.random.RandomState(0)
     calls = []
 
     def gap(x):                                    # latency gap, falls as x grows
         calls.append(x)
         return (1 - 0.8 * x) / (1 - 0.8 * 0.37) - 1 + rng.uniform(-0.01, 0.01)
-    x, y, tries = search.solve_measured(gap, 0.2, slope=-0.5, lo=0.02, hi=0.95, tol=0.02)
+    x, y, tries = latency_search.solve_measured(gap, 0.2, slope=-0.5, lo=0.02, hi=0.95, tol=0.02)
     assert abs(y) <= 0.02 and abs(x - 0.37) < 0.05 and len(calls) <= 4
     assert tries[-1] == (x, y) and len(tries) == len(calls)
 
     def steps(x):                                  # no x gives |gap| <= tol: best is kept
         return round((0.5 - x) * 4) / 4 + 0.1
-    x, y, tries = search.solve_measured(steps, 0.1, slope=-1.0, lo=0.0, hi=1.0, tol=0.02)
+    x, y, tries = latency_search.solve_measured(steps, 0.1, slope=-1.0, lo=0.0, hi=1.0, tol=0.02)
     assert abs(y) == min(abs(v) for _, v in tries) and len(tries) <= 6
     below = [t for t, v in tries if v < 0]
     above = [t for t, v in tries if v > 0]
     assert below and above and min(below) > max(above)     # ended bracketing the step
     with pytest.raises(ValueError, match="slope"):
-        search.solve_measured(steps, 0.1, slope=0, lo=0.0, hi=1.0)
+        latency_search.solve_measured(steps, 0.1, slope=0, lo=0.0, hi=1.0)
 
 
 def _dipped_table(setup, dip_at=40):
@@ -305,9 +307,9 @@ def test_steady_table_follows_the_line_not_the_dips(setup):
     """The steady table prices every count on the group's line (the dip and the slow base
     are outvoted) and keeps the unpruned prediction; a line falling with the count (no
     evidence that pruning saves time) becomes flat."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
     a, b, table = _dipped_table(setup)
-    st = search.steady(table)
+    st = latency_search.steady(table)
     assert st.predict({}) == pytest.approx(table.predict({}))
     line = lambda k: k / a.size                                    # noqa: E731
     for k in (8, 40, a.size - 8):
@@ -319,7 +321,7 @@ def test_steady_table_follows_the_line_not_the_dips(setup):
     falling = L.LatencyTable(table.key, {b.key: {k: {b.key: 2.0 - k / b.size}
                                                  for k in range(8, b.size, 8)}},
                              3.0, {b.key: b.size}, None, {b.key: 1.0})
-    st = search.steady(falling)
+    st = latency_search.steady(falling)
     assert all(st.piece_ms(b.key, b.key, k) == pytest.approx(1.0) for k in (8, 16))
 
 
@@ -327,35 +329,36 @@ def test_latency_searches_do_not_chase_a_dip_on_the_steady_table(setup):
     """Equal losses on both groups: on the raw table the table-count search (``sum``)
     spends the budget on ``a``'s dipped count, which the whole model would not show; on
     the steady table it prunes by the line, and its prediction is the steady table's."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
     _, graph = setup
     a, b, table = _dipped_table(setup)
     sens = {g.name: {0.25: 0.01, 0.5: 0.02, 0.75: 0.04} for g in (a, b)}
     target = table.predict({}) - 0.3 * (table.predict({}) - table.fixed_ms)
-    raw, raw_ms, _ = search.ratios_for_latency(table, graph, sens, target, smooth=False,
+    raw, raw_ms, _ = latency_search.ratios_for_latency(table, graph, sens, target, smooth=False,
                                                rule="sum")
     assert round(a.size * (1 - raw[a.name])) == 40                # the dip, chosen
-    ratios, ms, _ = search.ratios_for_latency(table, graph, sens, target, rule="sum")
+    ratios, ms, _ = latency_search.ratios_for_latency(table, graph, sens, target, rule="sum")
     kept = round(a.size * (1 - ratios.get(a.name, 0)))
     assert kept != 40 and ms <= target
-    assert ms == pytest.approx(search.steady(table).predict(
+    assert ms == pytest.approx(latency_search.steady(table).predict(
         {g.key: round(g.size * (1 - ratios.get(g.name, 0))) for g in (a, b)}))
-    _, uni, uni_ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
-    assert uni_ms <= target and uni_ms == pytest.approx(search.steady(table).predict(
+    _, uni, uni_ms = latency_search.uniform_ratio_for_latency(table, graph, [a.name, b.name],
+                                                              target)
+    assert uni_ms <= target and uni_ms == pytest.approx(latency_search.steady(table).predict(
         {g.key: round(g.size * (1 - uni.get(g.name, 0))) for g in (a, b)}))
 
 
 def test_uniform_latency_search_keeps_multiples_of_align(setup):
     """With ``align`` every group (both sizes are multiples of 16) keeps a multiple of
     16, counts the table never measured included, and the budget still holds."""
-    from ppdet.slim import search
+    from ppdet.slim.latency import search as latency_search
     _, graph = setup
     a, b, table = _dipped_table(setup)
     target = table.predict({}) - 0.4 * (table.predict({}) - table.fixed_ms)
-    _, plain, _ = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
-    _, ratios, ms = search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target,
+    _, plain, _ = latency_search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target)
+    _, ratios, ms = latency_search.uniform_ratio_for_latency(table, graph, [a.name, b.name], target,
                                                      align=16)
     kept = {g.key: round(g.size * (1 - ratios.get(g.name, 0))) for g in (a, b)}
     assert all(k % 16 == 0 and 16 <= k <= table.sizes[g] for g, k in kept.items()), kept
-    assert ms <= target and ms == pytest.approx(search.steady(table).predict(kept))
+    assert ms <= target and ms == pytest.approx(latency_search.steady(table).predict(kept))
     assert any(round(g.size * (1 - plain.get(g.name, 0))) % 16 for g in (a, b))  # unaligned

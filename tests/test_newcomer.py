@@ -9,7 +9,9 @@ import pytest
 
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
-from ppdet.slim.prune_plan import choose_ratios, prune_model
+from ppdet.slim.pipelines.prune import choose_ratios
+from ppdet.slim.pipelines.requests import PruneRequest
+from ppdet.slim.prune.ratios import prune_model
 from ppdet.utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,7 +35,8 @@ def _filters(model):
 ])
 def test_ratios_pair_with_names_in_the_order_typed(params, ratios, want):
     model = build_model(load_config(CFG))
-    chosen, how = choose_ratios(model, SIZE, pruned_params=params, pruned_ratios=ratios)
+    chosen, how = choose_ratios(model, SIZE,
+                                PruneRequest(pruned_params=params, pruned_ratios=ratios))
     assert "order typed" in how
     prune_model(model, chosen)
     got = _filters(model)
@@ -46,19 +49,20 @@ def test_ratios_pair_with_names_in_the_order_typed(params, ratios, want):
 ])
 def test_ratio_count_mismatch_and_conflicts_are_errors(params, ratios, message):
     with pytest.raises(UserError, match=message):
-        choose_ratios(build_model(load_config(CFG)), SIZE, pruned_params=params,
-                      pruned_ratios=ratios)
+        choose_ratios(build_model(load_config(CFG)), SIZE, PruneRequest(pruned_params=params,
+                      pruned_ratios=ratios))
 
 
 def test_target_ratio_names_the_filter_ratio_and_warns(capsys):
     model = build_model(load_config(CFG))
-    ratios, _ = choose_ratios(model, SIZE, pruned_params="conv[2-5]_[1-6]_sep_weights",
-                              target_ratio=0.2)
+    ratios, _ = choose_ratios(model, SIZE, PruneRequest(pruned_params="conv[2-5]_[1-6]_sep_weights",
+                              target_ratio=0.2))
     out = capsys.readouterr().out
     r = next(iter(ratios.values()))
     assert f"filter ratio {r:g}" in out and "share of FLOPs" in out
     assert r > 0.8 and "warning: conv2_1_sep_weights keeps" in out
-    choose_ratios(model, SIZE, pruned_params="yolo_block.0.*.conv.weights", target_ratio=0.05)
+    choose_ratios(model, SIZE, PruneRequest(pruned_params="yolo_block.0.*.conv.weights",
+                                            target_ratio=0.05))
     assert "warning" not in capsys.readouterr().out
 
 
@@ -70,7 +74,7 @@ def test_make_shapes_if_missing_says_it_did_nothing(shapes_root):
 
 
 def test_sparsity_plot_from_old_and_new_logs(tmp_path):
-    from ppdet.slim.sparsity import plot_sparsity
+    from ppdet.slim.plots import plot_sparsity
     edges = [i / 10 for i in range(11)]
     for base, first in ((None, 0), (1, 1)):
         log = {"s": 0.001, "prune_mode": 1, "s_decay": "none", "edges": edges,

@@ -9,8 +9,10 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
 from ppdet.engine.checkpoint import load_weights
-from ppdet.slim.prune_plan import align_ratios, choose_ratios
-from ppdet.slim.pruner import FilterPruner, model_flops
+from ppdet.slim.pipelines.prune import choose_ratios
+from ppdet.slim.pipelines.requests import PruneRequest
+from ppdet.slim.prune.pruner import FilterPruner, model_flops
+from ppdet.slim.prune.ratios import align_ratios
 from ppdet.utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +50,7 @@ def test_prune_then_eval_and_export_without_repeating_ratios(tmp_path, trained):
 def test_uniform_ratio_meets_the_flops_target():
     model = build_model(load_config(CFG))
     names = "conv[2-5]_[1-6]_sep_weights"
-    ratios, how = choose_ratios(model, SIZE, pruned_params=names, target_ratio=0.2)
+    ratios, how = choose_ratios(model, SIZE, PruneRequest(pruned_params=names, target_ratio=0.2))
     assert len(set(ratios.values())) == 1 and len(ratios) == 12
     base = model_flops(model, SIZE)
     FilterPruner(model).prune(ratios)
@@ -63,7 +65,8 @@ def test_flops_target_from_sensitivities(tmp_path):
             for i, n in enumerate(names)}
     f = tmp_path / "s.data"
     f.write_bytes(pickle.dumps(sens))
-    ratios, how = choose_ratios(model, SIZE, sensitivities_file=str(f), target_flops=0.3)
+    ratios, how = choose_ratios(model, SIZE,
+                                PruneRequest(sensitivities_file=str(f), target_flops=0.3))
     base = model_flops(model, SIZE)
     FilterPruner(model).prune(ratios)
     assert abs((1 - model_flops(model, SIZE) / base) - 0.3) <= 0.01, how
@@ -80,14 +83,15 @@ def test_flops_target_below_what_a_zero_loss_threshold_removes(tmp_path):
     f = tmp_path / "s.data"
     f.write_bytes(pickle.dumps(sens))
     base = model_flops(model, SIZE)
-    ratios, how = choose_ratios(model, SIZE, sensitivities_file=str(f), target_flops=0.15)
+    ratios, how = choose_ratios(model, SIZE,
+                                PruneRequest(sensitivities_file=str(f), target_flops=0.15))
     FilterPruner(model).prune(ratios)
     assert abs((1 - model_flops(model, SIZE) / base) - 0.15) <= 0.01, how
     assert "-" in how.split("loss threshold")[1].split()[0], how   # a negative threshold
     for empty in ({}, {names[0]: {}}):
         f.write_bytes(pickle.dumps(empty))
         with pytest.raises(UserError, match="holds no measurements"):
-            choose_ratios(model, SIZE, sensitivities_file=str(f), target_flops=0.15)
+            choose_ratios(model, SIZE, PruneRequest(sensitivities_file=str(f), target_flops=0.15))
 
 
 def test_align_rounds_kept_filters():
@@ -105,7 +109,7 @@ def test_align_rounds_kept_filters():
 ])
 def test_bad_choices_are_errors(kwargs, message):
     with pytest.raises(UserError, match=message):
-        choose_ratios(build_model(load_config(CFG)), SIZE, **kwargs)
+        choose_ratios(build_model(load_config(CFG)), SIZE, PruneRequest(**kwargs))
 
 
 def test_sensitivity_file_missing_a_param(tmp_path):
@@ -113,8 +117,8 @@ def test_sensitivity_file_missing_a_param(tmp_path):
     f.write_bytes(pickle.dumps({"conv6_sep_weights": {0.1: 0.0}}))
     with pytest.raises(UserError, match="no measurements for 'yolo_block.0.tip"):
         choose_ratios(build_model(load_config(CFG)), SIZE,
-                      pruned_params="yolo_block.0.tip.conv.weights,conv6_sep_weights",
-                      sensitivities_file=str(f), loss=0.1)
+                      PruneRequest(pruned_params="yolo_block.0.tip.conv.weights,conv6_sep_weights",
+                      sensitivities_file=str(f), loss=0.1))
 
 
 def test_ratio_that_empties_a_layer_writes_nothing(tmp_path, trained):

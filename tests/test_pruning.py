@@ -7,8 +7,8 @@ import pytest
 
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
-from ppdet.slim.params import format_params, parse_ratios, select_params
-from ppdet.slim.pruner import FilterPruner
+from ppdet.slim.prune.params import format_params, parse_ratios, select_params
+from ppdet.slim.prune.pruner import FilterPruner
 from ppdet.utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,9 +13,10 @@ import pytest
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_dataset, build_metric_for, build_model
 from ppdet.engine.checkpoint import load_weights
-from ppdet.slim.pruner import FilterPruner
-from ppdet.slim.sensitivity import CachedEvaluator, EvalCache
-from ppdet.slim.sensitivity_store import load_sensitivities_file
+from ppdet.slim.prune.pruner import FilterPruner
+from ppdet.slim.sensitivity.analysis import CachedEvaluator
+from ppdet.slim.sensitivity.cache import EvalCache
+from ppdet.slim.sensitivity.store import load_sensitivities_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENS_DIR = os.path.join(ROOT, "slim", "sensitive")
@@ -167,7 +168,7 @@ def test_foreign_file_is_refused_untouched(tmp_path, trained):
 
 
 def test_fast_masked_evaluation_equals_real_pruning(trained):
-    from ppdet.slim.fast_eval import MaskedEvaluator
+    from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
     cfg = load_config(CFG)
     model = build_model(cfg)
     load_weights(model, trained)

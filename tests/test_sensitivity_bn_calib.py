@@ -10,11 +10,12 @@ from ppdet.core.config import load_config
 from ppdet.core.errors import UserError
 from ppdet.engine.builder import build_dataset, build_metric_for, build_model
 from ppdet.engine.checkpoint import load_weights
-from ppdet.slim import bn_calib
-from ppdet.slim.plan import masked, masks
-from ppdet.slim.pruner import FilterPruner
-from ppdet.slim.sensitivity import CachedEvaluator, EvalCache
-from ppdet.slim.sensitivity_store import META_SUFFIX, SensitivityStore
+from ppdet.slim.prune.masks import masked, masks
+from ppdet.slim.prune.pruner import FilterPruner
+from ppdet.slim.sensitivity import bn_calib
+from ppdet.slim.sensitivity.analysis import CachedEvaluator
+from ppdet.slim.sensitivity.cache import EvalCache
+from ppdet.slim.sensitivity.store import META_SUFFIX, SensitivityStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -64,8 +65,8 @@ def test_recalibration_changes_bn_statistics_only_and_restores_them(setup):
 def test_fast_mode_sees_the_recalibrated_statistics(setup):
     """The masked predictor fed the affine correction scores what the really pruned,
     recalibrated dygraph model scores."""
-    from ppdet.slim.fast_eval import MaskedEvaluator
-    from ppdet.slim.sensitivity import MaskedMeasure, RealPruneMeasure
+    from ppdet.slim.sensitivity.analysis import MaskedMeasure, RealPruneMeasure
+    from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
     cfg, model, calib, cache = setup
     pruner = FilterPruner(model)
     metric = build_metric_for(cfg, cache.dataset)

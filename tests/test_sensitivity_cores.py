@@ -6,9 +6,9 @@ import sys
 import threading
 import time
 
-from ppdet.slim.cores import CoreShare
-from ppdet.slim.sensitivity import run_sensitivity
-from ppdet.slim.sensitivity_store import SensitivityStore, load_sensitivities_file
+from ppdet.slim.sensitivity.analysis import run_sensitivity
+from ppdet.slim.sensitivity.cores import CoreShare
+from ppdet.slim.sensitivity.store import SensitivityStore, load_sensitivities_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -69,9 +69,10 @@ def test_two_predictors_write_what_one_measures(tmp_path, trained):
     from ppdet.core.config import load_config
     from ppdet.engine.builder import build_dataset, build_metric_for, build_model
     from ppdet.engine.checkpoint import load_weights
-    from ppdet.slim.fast_eval import MaskedEvaluator
-    from ppdet.slim.pruner import FilterPruner
-    from ppdet.slim.sensitivity import EvalCache, MaskedMeasure
+    from ppdet.slim.prune.pruner import FilterPruner
+    from ppdet.slim.sensitivity.analysis import MaskedMeasure
+    from ppdet.slim.sensitivity.cache import EvalCache
+    from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
     cfg = load_config(CFG)
     model = build_model(cfg)
     load_weights(model, trained)
@@ -136,9 +137,9 @@ import sys, time
 sys.path.insert(0, {root!r})
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_dataset, build_metric_for, build_model
-from ppdet.slim.eval_cache import EvalCache
-from ppdet.slim.fast_eval import MaskedEvaluator
-from ppdet.slim.pruner import FilterPruner
+from ppdet.slim.sensitivity.cache import EvalCache
+from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
+from ppdet.slim.prune.pruner import FilterPruner
 cfg = load_config({cfg!r})
 model = build_model(cfg)
 cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
@@ -153,7 +154,7 @@ time.sleep(600)
 
 
 def test_worker_process_and_export_do_not_outlive_a_killed_run(shapes_root):
-    from ppdet.slim.fast_eval import _remove_stale_exports
+    from ppdet.slim.sensitivity.fast_eval import _remove_stale_exports
     from ppdet.utils.atomic import pid_alive
     parent = subprocess.Popen([sys.executable, "-c", PARENT.format(root=ROOT, cfg=CFG)],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

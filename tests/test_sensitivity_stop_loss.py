@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from ppdet.slim.sensitivity import run_sensitivity
-from ppdet.slim.sensitivity_store import META_SUFFIX, SensitivityStore, load_sensitivities_file
+from ppdet.slim.sensitivity.analysis import run_sensitivity
+from ppdet.slim.sensitivity.store import META_SUFFIX, SensitivityStore, load_sensitivities_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
@@ -50,8 +50,8 @@ class FakeMeasure:
 def costs():
     from ppdet.core.config import load_config
     from ppdet.engine.builder import build_model
-    from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.plan import Costs
+    from ppdet.slim.prune.costs import Costs
+    from ppdet.slim.prune.graph import PruneGraph
     graph = PruneGraph.of(build_model(load_config(CFG)))
     return Costs(graph, [160, 160]), [g.name for g in graph.prunable]
 
@@ -65,7 +65,7 @@ def _run(path, names, stop_loss=None, measure=None, ratios=RATIOS):
 
 
 def test_stopped_file_gives_the_full_grids_ratios_below_the_stop(tmp_path, costs):
-    from ppdet.slim.search import SearchError, loss_for_flops, ratios_by_loss
+    from ppdet.slim.prune.search import SearchError, loss_for_flops, ratios_by_loss
     costs, names = costs
     full_m, _ = _run(str(tmp_path / "full.data"), names)
     stop_m, store = _run(str(tmp_path / "stop.data"), names, stop_loss=L,
@@ -131,7 +131,7 @@ def test_bad_stop_loss_is_one_line_exit_2():
 
 
 def test_merge_keeps_skipped_pairs_that_no_input_measured(tmp_path):
-    from ppdet.slim.sensitivity_store import merge_with_sidecars
+    from ppdet.slim.sensitivity.store import merge_with_sidecars
     a, b, out = (str(tmp_path / f) for f in ("a.data", "b.data", "m.data"))
     for path, ratios in ((a, [0.1, 0.3]), (b, [0.2, 0.4])):
         store = SensitivityStore(path, FP)

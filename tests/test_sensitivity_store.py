@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ppdet.slim.sensitivity_store import (
+from ppdet.slim.sensitivity.store import (
     SensitivityStore,
     load_sensitivities_file,
     merge_files,
@@ -90,7 +90,7 @@ def test_two_writers_on_one_file_lose_nothing(tmp_path):
 _KILL_LOOP = """
 import sys
 sys.path.insert(0, {root!r})
-from ppdet.slim.sensitivity_store import SensitivityStore
+from ppdet.slim.sensitivity.store import SensitivityStore
 s = SensitivityStore({path!r}, {fp!r})
 i = 0
 while True:
@@ -133,7 +133,7 @@ def _new_fp(weights="w1"):
 def _write_legacy_sidecar(f, weights="w1"):
     import json
 
-    from ppdet.slim.sensitivity_store import FORMAT, META_SUFFIX
+    from ppdet.slim.sensitivity.store import FORMAT, META_SUFFIX
     with open(f, "wb") as fh:
         pickle.dump({"conv1_weights": {0.1: 0.02}}, fh, protocol=2)
     with open(f + META_SUFFIX, "w") as fh:

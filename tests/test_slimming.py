@@ -13,8 +13,8 @@ from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
 from ppdet.engine.checkpoint import channel_plan, load_weights, save_checkpoint
 from ppdet.slim import slimming
-from ppdet.slim.pruner import model_flops
-from ppdet.slim.sparsity import BNSparsity, sparsity_from_config
+from ppdet.slim.prune.pruner import model_flops
+from ppdet.slim.slimming.sparsity import BNSparsity, sparsity_from_config
 from ppdet.utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

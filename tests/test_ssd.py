@@ -12,7 +12,7 @@ from ppdet.engine.evaluate import to_tensors
 from ppdet.modeling.layers import ConvBNLayer
 from ppdet.modeling.losses.ssd_loss import SSDLoss, encode_boxes, match_priors
 from ppdet.modeling.ssd_post_process import decode_boxes
-from ppdet.slim.params import conv_table, select_params
+from ppdet.slim.prune.params import conv_table, select_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOC_CFG = os.path.join(ROOT, "configs/ssd/ssd_mobilenet_v1_voc.yml")
@@ -195,7 +195,7 @@ def test_export_matches_dygraph(tiny, tmp_path):
 
 
 def test_prune_backbone_pointwise_conv():
-    from ppdet.slim.pruner import FilterPruner
+    from ppdet.slim.prune.pruner import FilterPruner
     paddle.seed(1)
     model = build_model(load_config(SHAPES_CFG))
     model.eval()

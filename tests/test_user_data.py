@@ -145,8 +145,8 @@ def test_training_skips_unreadable_images_only_when_asked(tmp_path, shapes_root,
 
 # --- 4. the sensitivities file -----------------------------------------------------------------
 def test_a_baseline_of_zero_is_refused_before_anything_is_written(tmp_path):
-    from ppdet.slim.sensitivity import run_sensitivity
-    from ppdet.slim.sensitivity_store import SensitivityStore
+    from ppdet.slim.sensitivity.analysis import run_sensitivity
+    from ppdet.slim.sensitivity.store import SensitivityStore
 
     class Blind:
         def baseline(self):
@@ -161,7 +161,7 @@ def test_a_baseline_of_zero_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_no_sidecar_needs_adopt_to_write_and_every_write_checks_the_fingerprint(tmp_path):
-    from ppdet.slim.sensitivity_store import SensitivityStore, load_sensitivities_file
+    from ppdet.slim.sensitivity.store import SensitivityStore, load_sensitivities_file
     f = tmp_path / "theirs.data"
     f.write_bytes(pickle.dumps({CONV: {0.1: 0.02}}))
     with pytest.raises(UserError, match="--adopt"):
@@ -182,7 +182,7 @@ def test_no_sidecar_needs_adopt_to_write_and_every_write_checks_the_fingerprint(
 
 
 def test_merge_keeps_what_the_output_holds(tmp_path):
-    from ppdet.slim.sensitivity_store import SensitivityStore, merge_with_sidecars
+    from ppdet.slim.sensitivity.store import SensitivityStore, merge_with_sidecars
     a, out = str(tmp_path / "a.data"), str(tmp_path / "out.data")
     for path, ratio in ((a, 0.1), (out, 0.2)):
         s = SensitivityStore(path, {"weights": "w"})
@@ -203,7 +203,7 @@ def test_merge_keeps_what_the_output_holds(tmp_path):
 
 # --- 7. outputs ------------------------------------------------------------------------------
 def test_written_files_keep_the_umask_mode_and_stale_temps_go(tmp_path):
-    from ppdet.slim.sensitivity_store import SensitivityStore
+    from ppdet.slim.sensitivity.store import SensitivityStore
     from ppdet.utils.atomic import atomic_write_bytes
     old = os.umask(0o022)
     try:
@@ -271,8 +271,8 @@ def _sensitive(argv):
 
 
 def test_coco_metric_sensitivity_fast_and_real_agree(quick, tmp_path, capsys):
-    from ppdet.slim.search import ratios_by_loss
-    from ppdet.slim.sensitivity_store import load_sensitivities_file
+    from ppdet.slim.prune.search import ratios_by_loss
+    from ppdet.slim.sensitivity.store import load_sensitivities_file
     common = ["-c", quick["coco"], "-o", f"weights={quick['a']}", "-p", CONV,
               "-r", "0.3 0.6", "--eval_samples", "16"]
     fast, real = str(tmp_path / "fast.data"), str(tmp_path / "real.data")
@@ -296,7 +296,7 @@ def test_coco_metric_sensitivity_fast_and_real_agree(quick, tmp_path, capsys):
 
 
 def test_two_processes_with_different_weights_cannot_share_one_file(quick, tmp_path):
-    from ppdet.slim.sensitivity_store import load_sensitivities_file
+    from ppdet.slim.sensitivity.store import load_sensitivities_file
     path = str(tmp_path / "shared.data")
     procs = [subprocess.Popen(
         [sys.executable, "slim/sensitive/sensitive.py", "-c", SHAPES_CFG, "-o",

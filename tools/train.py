@@ -30,7 +30,7 @@ def main(argv=None):
 
     from ppdet.engine.checkpoint import resolve_weights
     from ppdet.engine.trainer import Trainer, load_pretrain, set_seed
-    from ppdet.slim.sparsity import sparsity_from_config
+    from ppdet.slim.slimming.sparsity import sparsity_from_config
     from ppdet.utils.cli import UserError
     if (args.s is not None or args.prune is not None) and not args.sr:
         raise UserError("--s and --prune set up sparsity training: add --sr (or drop them)")

@@ -32,7 +32,7 @@ entry points never touch it. Shims, all idempotent:
    skipped when there is no file.
 
 What the toolkit uses: ``trace_groups`` (one trace of a model into plain-data groups, for
-``ppdet.slim.graph``) and ``import_paddleslim``. ``make_pruner``, ``prune_vars``,
+``ppdet.slim.prune.graph``) and ``import_paddleslim``. ``make_pruner``, ``prune_vars``,
 ``restore`` and ``dygraph_flops`` are paddleslim's own pruners and FLOPs count, kept as the
 reference the pruning graph is tested and benchmarked against (``tests/test_graph.py``,
 ``bench/bench_sensitivity.py``).

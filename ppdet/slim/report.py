@@ -1,175 +1,8 @@
-"""Pictures and tables of sensitivity results."""
+"""Tables of results: sensitivities, and one row per model (mAP, params, FLOPs, size,
+measured and predicted latency) for the pruning and slimming reports."""
 import os
-import re
 
-__all__ = ["plot_sensitivities", "network_order", "sensitivity_table", "model_row", "report_table",
-           "stage_table"]
-
-
-def _stage_of(name):
-    """(sort key, stage label) of a conv, from the static-era parameter names: backbone
-    stages conv1..conv6 (MobileNetV1/V2), YOLOv3 head levels (block i + transition i), SSD
-    extra layers; other names group by their prefix."""
-    m = re.match(r"yolo_(block|transition)\.(\d+)\.", name)
-    if m:
-        return (1, int(m.group(2)), ""), f"yolo head {m.group(2)}"
-    m = re.match(r"conv(\d+)_\d+_extra", name)
-    if m:
-        return (2, int(m.group(1)), ""), "SSD extra layers"
-    m = re.match(r"conv(\d+)(_|$)", name)
-    if m:
-        return (0, int(m.group(1)), ""), f"backbone conv{m.group(1)}"
-    m = re.match(r"(depthwise_)?conv2d_(\d+)\.w_", name)   # fluid-era automatic names
-    if m:
-        return (0, int(m.group(2)) // 8, ""), f"conv2d_{int(m.group(2)) // 8 * 8}.." \
-            f"{int(m.group(2)) // 8 * 8 + 7}"
-    return (3, 0, name.split(".")[0].split("_")[0]), name.split(".")[0].split("_")[0]
-
-
-def _natural(name):
-    """Sort key that puts conv2 before conv10 and block parts in definition order."""
-    parts = re.split(r"(\d+)", name)
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts]
-
-
-def network_order(names, order=None):
-    """``names`` grouped by stage, in network order: ``order`` (a list of every conv in
-    definition order, e.g. from ``conv_table``) when given, else from the names.
-    Returns ``[(stage label, [names])]``."""
-    position = {n: i for i, n in enumerate(order or [])}
-    def key(n):
-        stage_key, _ = _stage_of(n)
-        yolo_transition = n.startswith("yolo_transition")    # after its block's convs
-        return (position.get(n, len(position)), stage_key, yolo_transition, _natural(n))
-    groups = []
-    for n in sorted(names, key=key):
-        label = _stage_of(n)[1]
-        if groups and groups[-1][0] == label:
-            groups[-1][1].append(n)
-        else:
-            groups.append((label, [n]))
-    return groups
-
-
-def _ratio_x(ratio, cols):
-    """Position of a (possibly interpolated) ratio on the heatmap's column axis."""
-    import numpy as np
-    return float(np.interp(ratio, cols, np.arange(len(cols))))
-
-
-def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
-                       ratios=None, order=None):
-    """A conv x ratio heatmap of the loss (network order, grouped by stage) beside one
-    loss-vs-ratio panel per stage, written as PNG. With a loss ``threshold`` the ratio
-    chosen for each conv (``ratios``, else PaddleSlim's rule for that threshold) is marked
-    in both."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import TwoSlopeNorm
-    sens = {k: v for k, v in sensitivities.items() if v}
-    if not sens:
-        return None
-    if ratios is None and threshold is not None:
-        from ppdet.slim.search import ratios_by_loss
-        ratios = ratios_by_loss(sens, threshold)
-    ratios = ratios or {}
-    groups = network_order(list(sens), order)
-    names = [n for _, group in groups for n in group]
-    cols = sorted({float(r) for v in sens.values() for r in v})
-    grid = np.full((len(names), len(cols)), np.nan)
-    for i, n in enumerate(names):
-        for r, loss in sens[n].items():
-            grid[i, cols.index(float(r))] = loss
-    n_panels = len(groups)
-    pcols = 2 if n_panels > 3 else 1
-    prows = -(-n_panels // pcols)
-    height = max(4.5, 0.24 * len(names) + 2.0, 2.6 * prows)
-    fig = plt.figure(figsize=(7.5 + 4.2 * pcols, height), dpi=100)
-    outer = fig.add_gridspec(1, 2, width_ratios=[7.5, 4.2 * pcols], wspace=0.35,
-                             left=0.23 * 7.5 / (7.5 + 4.2 * pcols), right=0.98,
-                             top=1 - 0.9 / height, bottom=0.7 / height)
-    ax = fig.add_subplot(outer[0])
-    finite = grid[np.isfinite(grid)]
-    hi = max(float(finite.max()), 1e-3)
-    lo = min(float(finite.min()), -hi / 4)          # small gains stay pale
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="RdYlGn_r",
-                      norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi),
-                      interpolation="nearest")
-    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.12 if ratios else 0.02)
-    bar.set_label("relative mAP loss (below 0: pruning helped)")
-    if len(names) * len(cols) <= 600:
-        for i in range(len(names)):
-            for j in range(len(cols)):
-                if np.isfinite(grid[i, j]):
-                    ax.text(j, i - 0.12, f"{grid[i, j]:.2f}", ha="center", va="center",
-                            fontsize=6, color="black")
-    ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("share of filters pruned")
-    from matplotlib.transforms import blended_transform_factory
-    side = blended_transform_factory(fig.transFigure, ax.transData)
-    start = 0
-    for label, group in groups:                    # stage separators, labels in the margin
-        if start:
-            ax.axhline(start - 0.5, color="black", lw=1.2)
-        end = start + len(group) - 1
-        fig.add_artist(plt.Line2D([0.012, 0.012], [start - 0.4, end + 0.4], color="grey",
-                                  lw=1.5, transform=side))
-        short = label.replace("backbone ", "").replace("yolo ", "")
-        ax.text(0.006, (start + end) / 2, short, transform=side, rotation=90, ha="center",
-                va="center", fontsize=7, color="dimgrey")
-        start += len(group)
-    for i, n in enumerate(names):                  # chosen ratio: a black bar in the row
-        if n in ratios:
-            x = _ratio_x(ratios[n], cols)
-            ax.plot([x, x], [i + 0.1, i + 0.48], color="black", lw=2.5, solid_capstyle="butt")
-    if ratios:
-        right = ax.twinx()
-        right.set_ylim(ax.get_ylim())
-        right.set_yticks(range(len(names)),
-                         [f"{ratios[n]:.2f}" if n in ratios else "-" for n in names],
-                         fontsize=7)
-        right.set_ylabel("chosen ratio", fontsize=8)
-    head = f"{title}: loss per conv and ratio"
-    if threshold is not None:
-        head += f"\n(black tick: ratio chosen for loss <= {threshold:.3f})"
-    ax.set_title(head, fontsize=10)
-    inner = outer[1].subgridspec(prows, pcols, hspace=0.55, wspace=0.3)
-    colours = plt.get_cmap("tab10").colors
-    for k, (label, group) in enumerate(groups):
-        pax = fig.add_subplot(inner[k // pcols, k % pcols])
-        for c, n in enumerate(group):
-            pts = sorted((float(r), v) for r, v in sens[n].items())
-            colour = colours[c % 10]
-            style = "-" if c < 10 else "--"
-            pax.plot([r for r, _ in pts], [v for _, v in pts], style, marker="o", ms=2.5,
-                     lw=1.2, color=colour, label=_short(n))
-            if n in ratios:
-                pax.plot(ratios[n], np.interp(ratios[n], *zip(*pts)), marker="D", ms=5,
-                         mfc="white", mec=colour, mew=1.5)
-        if threshold is not None:
-            pax.axhline(threshold, color="black", ls=":", lw=1)
-        pax.axhline(0, color="grey", lw=0.6)
-        pax.set_title(label, fontsize=9)
-        pax.set_xlim(0, 1)
-        pax.tick_params(labelsize=7)
-        pax.grid(alpha=0.3)
-        if k % pcols == 0:
-            pax.set_ylabel("loss", fontsize=8)
-        if k // pcols == prows - 1 or k + pcols >= n_panels:
-            pax.set_xlabel("share of filters pruned", fontsize=8)
-        pax.legend(fontsize=5.5, loc="best", framealpha=0.6, ncol=1 + len(group) // 6)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _short(name):
-    """Legend label: the name without its ``weights`` suffix."""
-    return re.sub(r"(\.conv\.weights|_weights|\.w_0)$", "", name)
+__all__ = ["sensitivity_table", "model_row", "report_table", "stage_table"]
 
 
 def sensitivity_table(sensitivities, ratios=None):
@@ -198,7 +31,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     from ppdet.engine.evaluate import evaluate
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
-    from ppdet.slim.plan import count_flops, count_params
+    from ppdet.slim.prune.costs import count_flops, count_params
     model = build_model(cfg)
     load_weights(model, weights)
     loader = build_reader(cfg, "eval")
@@ -207,7 +40,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     size = image_size_for(cfg, "test")
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
-    from ppdet.slim.latency import predicted_latency
+    from ppdet.slim.latency.table import predicted_latency
     predicted, _ = predicted_latency(cfg, model, latency_threads)
     return {"mAP": result["mAP"] * 100, "metric": metric.headline,
             "params": count_params(model) / 1e6,
@@ -258,3 +91,17 @@ def stage_table(rows):
     for metric, fmt in cells.items():
         lines.append(f"| {metric} | " + " | ".join(fmt(r) for _, r in rows) + " |")
     return "\n".join(lines)
+
+
+def stage_rows(cfg, stages):
+    """``[(label, weights)]`` -> ``[(label, row)]``: mAP, params, FLOPs, size and latency
+    of each checkpoint (``ppdet.slim.report.model_row``), each exported to a temporary
+    folder."""
+    import tempfile
+
+    from ppdet.slim.report import model_row
+    rows = []
+    for label, weights in stages:
+        with tempfile.TemporaryDirectory(prefix="slim_report_") as tmp:
+            rows.append((label, model_row(cfg, weights, tmp)))
+    return rows

@@ -9,13 +9,14 @@ permission) raises ``WriteError`` with one line, and the previous file is left i
 """
 import contextlib
 import errno
+import fcntl
 import os
 import tempfile
 
 from ppdet.core.errors import WriteError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "default_mode", "remove_stale_temps",
-           "pid_alive"]
+           "pid_alive", "file_lock"]
 
 
 def _umask():
@@ -116,3 +117,16 @@ def atomic_write(path, mode="wb"):
 def atomic_write_bytes(path, data):
     with atomic_write(path, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """The exclusive lock (``PATH.lock``) every writer of a sensitivities file takes."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -50,11 +50,11 @@ def main(argv=None):
     folder = os.path.join(args.output_dir, run_name(cfg, cfg.get("weights"), meta))
     out = export_model(model, cfg, folder, class_names_for(cfg))
     print(f"exported to {out}/ (model.pdmodel, model.pdiparams, infer_cfg.yml)")
-    from ppdet.slim.pipelines import predicted_latency
+    from ppdet.slim.latency.table import predicted_latency
     predicted, table = predicted_latency(cfg, model)
     if predicted is not None:           # a latency table for this config: check it
         from ppdet.engine.latency import measure_latency
-        from ppdet.slim.latency import STAT
+        from ppdet.slim.latency.timing import STAT
         ms = measure_latency(out, table.key["input_size"], threads=table.key["threads"],
                              stat=STAT)
         print(f"latency: measured {ms:.2f} ms, predicted {predicted:.2f} ms by "

@@ -21,44 +21,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.slim.criteria import CRITERIA  # noqa: E402
+from ppdet.slim.pipelines.requests import PruneRequest, from_args  # noqa: E402
+from ppdet.slim.prune.criteria import CRITERIA  # noqa: E402
 from ppdet.utils.cli import (  # noqa: E402
     ArgsParser,
-    UserError,
-    check_conflicts,
-    check_range,
     check_writable_dir,
     load_config_from_args,
     run_main,
 )
-
-_HOW = ("pruned_params", "pruned_ratios", "sensitivities_file", "loss", "target_flops",
-        "target_ratio", "target_latency", "target_speedup", "align", "no_finetune")
-
-
-def check_args(args):
-    """Every option before the config, the model or the data are touched; all conflicts
-    are named in one line."""
-    check_conflicts(args, ("pruned_ratios", "target_ratio", "sensitivities_file"),
-                    ("loss", "target_flops", "target_latency", "target_speedup"),
-                    ("pruned_ratios", "target_ratio", "target_latency", "target_speedup"),
-                    ("eval", "no_finetune"),
-                    *[("resume_checkpoint", k) for k in _HOW],
-                    needs=[("loss", "sensitivities_file"), ("target_flops", "sensitivities_file"),
-                           ("target_ratio", "pruned_params"), ("pruned_ratios", "pruned_params"),
-                           ("target_latency", ("sensitivities_file", "pruned_params")),
-                           ("target_speedup", ("sensitivities_file", "pruned_params"))])
-    for name in ("target_ratio", "target_flops", "loss"):
-        check_range(f"--{name}", getattr(args, name), 0, 1, low_open=True, high_open=True)
-    check_range("--align", args.align, 1, integer=True)
-    check_range("--target_latency", args.target_latency, 0, low_open=True)
-    check_range("--target_speedup", args.target_speedup, 1, low_open=True)
-    if args.latency_table and not os.path.isfile(args.latency_table):
-        raise UserError(f"latency table not found: {args.latency_table}: build it with "
-                        f"slim/prune/latency_table.py -c CONFIG -o weights=W --output "
-                        f"{args.latency_table}")
-    if args.sensitivities_file and not os.path.isfile(args.sensitivities_file):
-        raise UserError(f"sensitivities file not found: {args.sensitivities_file}")
 
 
 @run_main
@@ -93,7 +63,7 @@ def main(argv=None):
                              "own folder")
     parser.add_argument("--no_finetune", action="store_true", help="prune and save only")
     args = parser.parse_args(argv)
-    check_args(args)
+    req = from_args(PruneRequest, args)            # every option, before anything slow
     cfg = load_config_from_args(args)
     check_writable_dir("save_dir", cfg.get("save_dir", "output"))
 
@@ -101,13 +71,8 @@ def main(argv=None):
     if args.print_params:
         return pipelines.print_params(cfg)
     if args.resume_checkpoint:          # the checkpoint's plan rebuilds the shapes
-        return pipelines.resume_finetune(cfg, args.resume_checkpoint, validate=args.eval)
-    return pipelines.prune_and_finetune(
-        cfg, args.pruned_params, args.pruned_ratios, args.sensitivities_file, args.loss,
-        args.target_flops, args.target_ratio, args.criterion, args.idx_selector, args.align,
-        finetune=not args.no_finetune, validate=args.eval, target_latency=args.target_latency,
-        target_speedup=args.target_speedup, latency_table=args.latency_table,
-        threads=args.threads)
+        return pipelines.resume_finetune(cfg, req.resume_checkpoint, validate=req.validate)
+    return pipelines.prune_and_finetune(cfg, req)
 
 
 if __name__ == "__main__":

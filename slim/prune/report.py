@@ -43,8 +43,7 @@ def main(argv=None):
     for _, weights in pairs:            # every checkpoint found before the first evaluation
         resolve_weights(weights)
 
-    from ppdet.slim.pipelines import stage_rows
-    from ppdet.slim.report import report_table, stage_table
+    from ppdet.slim.report import report_table, stage_rows, stage_table
     rows = stage_rows(cfg, pairs)       # each temporary export is removed after its row
     table = stage_table(rows) if args.layout == "stages" else report_table(rows)
     print(table)

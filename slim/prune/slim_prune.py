@@ -1,5 +1,5 @@
 """Network slimming: prune channels by a global BN-scale threshold, then residual layers,
-then fine-tune (an example script; the work is in ppdet.slim.pipelines).
+then fine-tune (an example script; the work is in ppdet.slim.pipelines.slimming).
 
     # 1. sparsity training, from a normally trained model
     python tools/train.py -c CFG -o pretrain_weights=W --sr --s 0.0001 --prune 1
@@ -17,13 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.utils.cli import (  # noqa: E402
-    ArgsParser,
-    UserError,
-    check_range,
-    load_config_from_args,
-    run_main,
-)
+from ppdet.slim.pipelines.requests import SlimRequest, from_args  # noqa: E402
+from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
 
 
 @run_main
@@ -47,20 +42,10 @@ def main(argv=None):
                         help="write the before/after table (mAP, params, FLOPs, latency)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list blocked groups")
     args = parser.parse_args(argv)
-    check_range("--global_percent", args.global_percent, 0, 1, low_open=True, high_open=True)
-    check_range("--layer_keep", args.layer_keep, 0, 1, high_open=True)
-    check_range("--shortcuts", args.shortcuts, 0, integer=True)
+    req = from_args(SlimRequest, args)             # every option, before anything slow
     cfg = load_config_from_args(args)
-
-    if args.eval and not args.finetune:
-        raise UserError("--eval evaluates while fine-tuning: add --finetune (or drop --eval)")
-    if args.report and (os.path.isdir(args.report) or not os.path.isdir(
-            os.path.dirname(os.path.abspath(args.report)))):
-        raise UserError(f"--report {args.report}: give a file path in an existing folder")
-    from ppdet.slim.pipelines import slim_and_finetune
-    return slim_and_finetune(cfg, args.global_percent, args.layer_keep, args.shortcuts,
-                             args.prune, args.dw_rule, finetune=args.finetune,
-                             validate=args.eval, report=args.report, verbose=args.verbose)
+    from ppdet.slim.pipelines.slimming import slim_and_finetune
+    return slim_and_finetune(cfg, req)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def main(argv=None):
         raise UserError(f"sensitivities file not found: {args.sensitivities_file}")
     plot = args.plot or os.path.splitext(args.sensitivities_file)[0] + ".png"
     check_writable_file("--plot", plot)
-    from ppdet.slim.report import plot_sensitivities, sensitivity_table
-    from ppdet.slim.sensitivity_store import META_SUFFIX, load_sensitivities_file, read_meta
+    from ppdet.slim.plots import plot_sensitivities
+    from ppdet.slim.report import sensitivity_table
+    from ppdet.slim.sensitivity.store import META_SUFFIX, load_sensitivities_file, read_meta
     sens = load_sensitivities_file(args.sensitivities_file)
     if not sens:
         raise UserError(f"{args.sensitivities_file} holds no measurements yet")
@@ -59,11 +60,11 @@ def main(argv=None):
             raise UserError("--target_flops needs the model: pass -c CONFIG")
         from ppdet.core.config import load_config
         from ppdet.engine.builder import build_model, image_size_for
-        from ppdet.slim.graph import PruneGraph
-        from ppdet.slim.plan import Costs
-        from ppdet.slim.search import SearchError, loss_for_flops
+        from ppdet.slim.prune.costs import Costs
+        from ppdet.slim.prune.graph import PruneGraph
+        from ppdet.slim.prune.search import SearchError, loss_for_flops
         cfg = load_config(args.config, args.opt)
-        from ppdet.slim.prune_plan import check_sensitivities_fit
+        from ppdet.slim.prune.ratios import check_sensitivities_fit
         graph = PruneGraph.of(build_model(cfg))
         check_sensitivities_fit(graph, sens, args.sensitivities_file)
         costs = Costs(graph, image_size_for(cfg, "eval"))
@@ -74,14 +75,15 @@ def main(argv=None):
         print(f"loss threshold {threshold:.4f} removes {got:.1%} of FLOPs "
               f"(target {args.target_flops:.0%})")
     elif args.loss is not None:
-        from ppdet.slim.search import ratios_by_loss
+        from ppdet.slim.prune.search import ratios_by_loss
         ratios = ratios_by_loss(sens, args.loss)
     stops = [v for d in (meta.get("skipped") or {}).values() for v in d.values()]
     if stops and threshold is not None and threshold >= min(stops):
         print(f"note: {sum(map(len, meta['skipped'].values()))} pairs were skipped by "
               f"--stop_loss {min(stops):g}; at a loss of {threshold:.4f} (not below it) the "
               f"ratios may be smaller than a full analysis would give")
-    plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold)
+    plot_sensitivities(sens, plot, os.path.basename(args.sensitivities_file), threshold,
+                       ratios)
     print(sensitivity_table(sens, ratios))
     print(f"plot: {plot}")
     if ratios and args.config:
@@ -99,9 +101,9 @@ def _cost_table(args, ratios, costs=None):
     """FLOPs and predicted latency (when a latency table exists) of the proposed ratios."""
     from ppdet.core.config import load_config
     from ppdet.engine.builder import build_model, image_size_for
-    from ppdet.slim.graph import PruneGraph
-    from ppdet.slim.pipelines import load_latency_table
-    from ppdet.slim.plan import Costs, removed_for_ratios
+    from ppdet.slim.latency.table import load_latency_table
+    from ppdet.slim.prune.costs import Costs, removed_for_ratios
+    from ppdet.slim.prune.graph import PruneGraph
     cfg = load_config(args.config, args.opt)
     graph = costs.graph if costs is not None else PruneGraph.of(build_model(cfg))
     costs = costs or Costs(graph, image_size_for(cfg, "eval"))

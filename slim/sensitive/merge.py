@@ -22,7 +22,7 @@ def main(argv=None):
                         help="merge into an existing output that has no sidecar")
     args = parser.parse_args(argv)
     check_writable_file("-o", args.output)
-    from ppdet.slim.sensitivity_store import merge_with_sidecars
+    from ppdet.slim.sensitivity.store import merge_with_sidecars
     merged = merge_with_sidecars(args.files, args.output, adopt=args.adopt)
     n = sum(len(v) for v in merged.values())
     print(f"merged {len(args.files)} files: {len(merged)} params, {n} measurements -> "

@@ -14,57 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.slim.criteria import CRITERIA  # noqa: E402
-from ppdet.utils.cli import (  # noqa: E402
-    ArgsParser,
-    UserError,
-    check_conflicts,
-    check_range,
-    check_writable_file,
-    load_config_from_args,
-    run_main,
-)
-
-
-def _shard(args):
-    """Explicit flags win; under paddle.distributed.launch each worker takes its rank."""
-    if args.shards is not None:
-        return args.shards, args.shard_id or 0
-    n = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-    return n, int(os.environ.get("PADDLE_TRAINER_ID", "0"))
-
-
-def check_args(args):
-    """Every option, before the config, the data or the model are touched."""
-    check_conflicts(args, needs=[("shard_id", "shards")])
-    check_range("--batch_size", args.batch_size, 1)
-    check_range("--eval_samples", args.eval_samples, 1)
-    check_range("--cpu_threads", args.cpu_threads, 1)
-    check_range("--bn_calib", args.bn_calib, 0)
-    check_range("--stop_loss", args.stop_loss, 0, low_open=True)
-    check_range("--shards", args.shards, 1)
-    if args.shards is not None:
-        check_range("--shard_id", args.shard_id, 0, args.shards - 1)
-    check_writable_file("--sensitivities_file", args.sensitivities_file)
-    if args.device == "gpu" and args.mode != "fast":
-        raise UserError("--device gpu runs fast mode's predictor on the GPU: drop --mode real")
-    if args.device == "gpu" and args.cpu_threads is not None:
-        raise UserError("--cpu_threads sets CPU predictor threads: drop it with --device gpu")
-    from ppdet.slim.fast_eval import check_device
-    args.device = check_device(args.device if args.mode == "fast" else "cpu")
-
-
-def check_ratios(text):
-    from ppdet.slim.params import parse_ratios
-    from ppdet.slim.sensitivity_store import norm_ratio
-    ratios = parse_ratios(text)
-    seen = {}
-    for r in ratios:
-        if norm_ratio(r) in seen:
-            raise UserError(f"--pruned_ratios gives {seen[norm_ratio(r)]} and {r}, the same "
-                            f"ratio: give each once")
-        seen[norm_ratio(r)] = r
-    return ratios
+from ppdet.slim.pipelines.requests import SensitivityRequest, from_args  # noqa: E402
+from ppdet.slim.prune.criteria import CRITERIA  # noqa: E402
+from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
 
 
 @run_main
@@ -113,18 +65,13 @@ def main(argv=None):
                      "(map_type 11point or integral), or with metric: COCO the AP at IoU\n"
                      "0.50:0.95 (COCOeval stats[0], PaddleDetection's headline number).")
     args = parser.parse_args(argv)
-    check_args(args)
+    req = from_args(SensitivityRequest, args)      # every option, before anything slow
     cfg = load_config_from_args(args)
 
     from ppdet.slim import pipelines
     if args.print_params:
         return pipelines.print_params(cfg)
-    shards, shard_id = _shard(args)
-    return pipelines.analyse_sensitivity(
-        cfg, args.sensitivities_file, args.pruned_params, check_ratios(args.pruned_ratios),
-        args.criterion, args.eval_samples, args.batch_size, args.mode, args.cpu_threads,
-        shards, shard_id, args.adopt, bn_calib=args.bn_calib,
-        stop_loss=args.stop_loss, device=args.device).sensitivities
+    return pipelines.analyse_sensitivity(cfg, req).sensitivities
 
 
 if __name__ == "__main__":

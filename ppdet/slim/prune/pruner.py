@@ -2,13 +2,14 @@
 
 ``FilterPruner`` prunes ``{conv weight name: ratio}`` (all at once, so a concat consumer
 loses the channels of every pruned input), restores, or makes the pruning permanent. The
-channels are chosen by a criterion of :mod:`ppdet.slim.criteria`; the cutting, counting and
+channels are chosen by a criterion of :mod:`ppdet.slim.prune.criteria`; the cutting, counting and
 masking live in :mod:`ppdet.slim.plan`.
 """
 from ppdet.core.errors import UserError
-from ppdet.slim import criteria
-from ppdet.slim.graph import PruneGraph
-from ppdet.slim.plan import apply_plan, count_flops, make_plan
+from ppdet.slim.prune import criteria
+from ppdet.slim.prune.costs import count_flops
+from ppdet.slim.prune.graph import PruneGraph
+from ppdet.slim.prune.plan import apply_plan, make_plan
 
 __all__ = ["FilterPruner", "CRITERIA", "model_flops"]
 

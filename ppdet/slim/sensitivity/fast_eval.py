@@ -8,7 +8,7 @@ see no channel at all. The model is exported ONCE with a ``channel_masks`` input
 each measurement only feeds new masks. Which channels go is decided by the same channel plan
 (pruning graph, criterion) as real pruning (``ppdet.slim.plan.masks``).
 
-Cut programs (:mod:`ppdet.slim.fast_cuts`): a pair whose mask units all run after a cut
+Cut programs (:mod:`ppdet.slim.sensitivity.cuts`): a pair whose mask units all run after a cut
 point (a backbone block, a YOLOv3 head level) is measured by the program after the cut,
 fed the cut's state, which the whole program outputs too and computes once, unpruned, over
 the cached set. Each cut program is the whole program pruned to the ops after the cut
@@ -37,10 +37,10 @@ import paddle
 
 from ppdet.engine.evaluate import normalise_output, split_per_image
 from ppdet.modeling.layers import Upsample2x
-from ppdet.slim import bn_calib
-from ppdet.slim.eval_worker import Worker, make_predictor, run_batches, save_arrays
-from ppdet.slim.fast_cuts import Cut, cuts_of, prefix_states, trace_cut
-from ppdet.slim.plan import mask_units, masked, masks
+from ppdet.slim.prune.masks import mask_units, masked, masks
+from ppdet.slim.sensitivity import bn_calib
+from ppdet.slim.sensitivity.cuts import Cut, cuts_of, prefix_states, trace_cut
+from ppdet.slim.sensitivity.worker import Worker, make_predictor, run_batches, save_arrays
 
 __all__ = ["MaskedEvaluator", "check_device"]
 
@@ -289,7 +289,7 @@ class MaskedEvaluator:
 
     def spawn(self):
         """Another evaluator on the same compiled program, run by a worker process of its
-        own (see :mod:`ppdet.slim.eval_worker`: threads do not run predictors in parallel).
+        own (see :mod:`ppdet.slim.sensitivity.worker`: threads do not run predictors in parallel).
         It loads in the background; :meth:`ready` says when it can take work. BN
         calibration and scoring stay in this process, serialised between evaluators."""
         if self._arrays is None:

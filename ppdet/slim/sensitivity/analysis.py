@@ -17,9 +17,8 @@ from tqdm import tqdm
 
 from ppdet.core.errors import UserError
 from ppdet.engine.evaluate import normalise_output, split_per_image
-from ppdet.slim.eval_cache import EvalCache, eval_set_digest  # noqa: F401  (re-exported)
 
-__all__ = ["EvalCache", "CachedEvaluator", "fingerprint", "eval_set_digest",
+__all__ = ["CachedEvaluator", "fingerprint",
            "legacy_eval_set_digest", "plan_pairs", "run_sensitivity", "stopped_by",
            "RealPruneMeasure", "MaskedMeasure"]
 
@@ -111,7 +110,7 @@ class RealPruneMeasure:
     def _evaluate(self):
         if self.calib is None:
             return self.evaluator()
-        from ppdet.slim import bn_calib
+        from ppdet.slim.sensitivity import bn_calib
         model = self.evaluator.model
         with bn_calib.using_stats(model, bn_calib.calibrated_stats(model, self.calib)):
             return self.evaluator()
@@ -132,7 +131,7 @@ class RealPruneMeasure:
 
 
 class MaskedMeasure:
-    """Zero the pruned channels in one compiled program (see ppdet.slim.fast_eval): the
+    """Zero the pruned channels in one compiled program (see ppdet.slim.sensitivity.fast_eval): the
     same plan as real pruning, and the same mAP, several times faster. BN statistics are
     recalibrated first when the evaluator was made with ``calib``."""
 

@@ -4,7 +4,7 @@ Paddle Inference's ``predictor.run`` keeps the GIL: two predictor clones in thre
 process measured no faster than one (bench/RESULTS.md, issue 17), while two processes
 nearly doubled the rate. So every core beyond the first gets a worker process of its own:
 it loads the exported programs (the whole one and the cut ones, see
-:mod:`ppdet.slim.fast_cuts`), maps the cached arrays from disk (shared page cache, no copy
+:mod:`ppdet.slim.sensitivity.cuts`), maps the cached arrays from disk (shared page cache, no copy
 per process) and answers "run every batch of program P with these constant inputs" over a
 pipe.
 """
@@ -93,7 +93,8 @@ class Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             filter(None, [root, os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ppdet.slim.eval_worker", str(from_parent), str(to_parent)],
+            [sys.executable, "-m", "ppdet.slim.sensitivity.worker", str(from_parent),
+             str(to_parent)],
             pass_fds=(from_parent, to_parent), env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL)
         os.close(from_parent)

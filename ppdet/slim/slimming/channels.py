@@ -19,13 +19,12 @@ import numpy as np
 import paddle
 
 from ppdet.core.errors import UserError
-from ppdet.modeling import surgery
-from ppdet.slim.graph import TRACE_SIZE, PruneGraph
-from ppdet.slim.plan import ChannelPlan, apply_plan, layer_plan
+from ppdet.slim.prune.graph import TRACE_SIZE, PruneGraph
+from ppdet.slim.prune.plan import ChannelPlan, apply_plan, layer_plan
 
-__all__ = ["SlimGroup", "SlimGraph", "DW_RULES", "layer_masks", "global_threshold",
-           "group_masks", "zero_scales", "prune_channels", "residual_blocks",
-           "remove_layers", "prune_layers", "check_shortcuts"]
+__all__ = ["DW_RULES", "SlimGroup", "SlimGraph", "global_threshold", "layer_masks", "group_masks",
+           "zero_scales", "prune_channels"]
+
 
 DW_RULES = ("max", "intersection")
 
@@ -111,8 +110,6 @@ class SlimGraph:
         return [m.bn.weight for g in self.prunable for m in g.layers]
 
 
-# --- choosing channels ----------------------------------------------------------------------
-
 def _abs_gamma(layer):
     return np.abs(layer.bn.weight.numpy())
 
@@ -169,8 +166,6 @@ def group_masks(graph, threshold, layer_keep=0.0, dw_rule="max"):
         out[g.master] = keep
     return out
 
-
-# --- pruning --------------------------------------------------------------------------------
 
 def zero_scales(graph, masks):
     """The masked model: scales of the channels to remove set to zero, in place."""
@@ -256,37 +251,3 @@ def prune_channels(graph, masks, image_size=(TRACE_SIZE, TRACE_SIZE)):
     apply_plan(pgraph, plan, keep_backup=False)
     return {m.name: (before[m.name], m.bn.weight.shape[0])
             for k in masks for m in groups[k].layers}
-
-
-# --- layer pruning --------------------------------------------------------------------------
-
-def residual_blocks(model):
-    """``[(path, block, mean |gamma| of the BN feeding its add)]`` for blocks with a shortcut."""
-    out = []
-    for path, layer in model.named_sublayers():
-        if getattr(layer, "use_shortcut", False):
-            bn = layer.linear.bn
-            out.append((path, layer, float(np.abs(bn.weight.numpy()).mean())))
-    return out
-
-
-def remove_layers(model, paths):
-    """Replace the sublayers at ``paths`` with identities (see ``surgery.remove_layers``)."""
-    return surgery.remove_layers(model, paths)
-
-
-def check_shortcuts(model, n):
-    count = len(residual_blocks(model))
-    if not 0 <= n <= count:
-        raise UserError(f"--shortcuts {n}: this model has {count} residual blocks; use "
-                        f"0..{count}")
-
-
-def prune_layers(model, n):
-    """Remove the ``n`` residual blocks whose add-feeding BN has the smallest mean |gamma|.
-    Returns ``[(path, mean |gamma|)]`` of the removed blocks."""
-    blocks = residual_blocks(model)
-    check_shortcuts(model, n)
-    weakest = sorted(blocks, key=lambda b: b[2])[:n]
-    remove_layers(model, [p for p, _, _ in weakest])
-    return [(p, s) for p, _, s in weakest]

@@ -15,9 +15,10 @@ import numpy as np
 import paddle
 
 from ppdet.core.errors import UserError
+from ppdet.slim.plots import plot_sparsity
 from ppdet.utils.atomic import atomic_write_bytes
 
-__all__ = ["BNSparsity", "S_DECAYS", "sparsity_from_config", "plot_sparsity"]
+__all__ = ["BNSparsity", "S_DECAYS", "sparsity_from_config"]
 
 S_DECAYS = ("none", "linear", "cosine")
 SMALL = 1e-2
@@ -56,7 +57,7 @@ class BNSparsity:
 
     # --- hook points ---------------------------------------------------------------------
     def before_train(self, trainer):
-        from ppdet.slim.slimming import SlimGraph
+        from ppdet.slim.slimming.channels import SlimGraph
         self.scales = SlimGraph(trainer.model, self.prune_mode).scales()
         if not self.scales:
             raise UserError("sparsity training: this model has no prunable BN scales")
@@ -104,7 +105,7 @@ class BNSparsity:
                "epoch_base": 1, "edges": self.edges, "epochs": self.history}
         path = self._log_path(trainer)
         atomic_write_bytes(path, json.dumps(log, indent=1).encode())
-        plot_sparsity(log, path[:-len(".json")] + ".png")
+        plot_sparsity(log, path[:-len(".json")] + ".png", small=SMALL)
 
 
 def sparsity_from_config(cfg, sr=False, s=None, prune=None):
@@ -125,70 +126,3 @@ def sparsity_from_config(cfg, sr=False, s=None, prune=None):
     except (TypeError, ValueError) as e:
         raise UserError(f"sparsity.s must be a number and sparsity.prune 0 or 1: {e}") from e
     return BNSparsity(s=s, prune_mode=prune, s_decay=section.get("s_decay", "none"))
-
-
-def plot_sparsity(log, path):
-    """Three panels: the |gamma| histogram of every epoch as a heatmap (rows = epochs,
-    colour = channels per bin, with a colour bar), the histograms of a few epochs as
-    curves, and the share of scales below 1e-2 per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-    from matplotlib.ticker import MaxNLocator
-    epochs = log["epochs"]
-    if not epochs:
-        return None
-    shift = 0 if log.get("epoch_base") == 1 else 1        # old logs counted from 0
-    numbers = np.array([e["epoch"] + shift for e in epochs])
-    counts = np.array([e["hist"] for e in epochs], dtype=float)
-    edges = np.array(log["edges"])
-    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(15, 4.4),
-                                        gridspec_kw={"width_ratios": [1.25, 1, 0.8]})
-    rows = np.append(numbers - 0.5, numbers[-1] + 0.5)
-    mesh = ax0.pcolormesh(edges, rows, np.where(counts > 0, counts, np.nan), cmap="viridis",
-                          norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)), shading="flat")
-    fig.colorbar(mesh, ax=ax0, pad=0.02).set_label("channels in the bin (log scale)")
-    ax0.axvline(SMALL, color="white", ls="--", lw=1)
-    ax0.set_xlim(0, edges[-1])
-    ax0.set_ylim(rows[0], rows[-1])
-    ticks = MaxNLocator(integer=True, nbins=12, min_n_ticks=1)
-    ax0.yaxis.set_major_locator(ticks)
-    ax0.set_xlabel("|BN scale| (|gamma|)")
-    ax0.set_ylabel("epoch")
-    ax0.set_title("|gamma| histogram of every epoch (empty bins white)")
-    picks = sorted(set(np.linspace(0, len(epochs) - 1, min(len(epochs), 5)).round()
-                       .astype(int)))
-    centres = (edges[:-1] + edges[1:]) / 2
-    colours = plt.get_cmap("plasma")(np.linspace(0, 0.85, len(picks)))
-    for colour, i in zip(colours, picks):
-        ax1.step(centres, counts[i], where="mid", color=colour, lw=1.4,
-                 label=f"epoch {numbers[i]}")
-    ax1.axvline(SMALL, color="grey", ls="--", lw=1, label="1e-2")
-    ax1.set_xlim(0, edges[-1])
-    ax1.set_ylim(bottom=0)
-    ax1.set_xlabel("|BN scale| (|gamma|)")
-    ax1.set_ylabel("channels")
-    ax1.set_title("histograms of some epochs")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    share = [100 * e["share_below_1e-2"] for e in epochs]
-    ax2.plot(numbers, share, marker="o")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("% of scales below 1e-2")
-    ax2.set_ylim(0, max(5.0, max(share) * 1.15))
-    ax2.set_xlim(numbers[0] - 0.5, numbers[-1] + 0.5)
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12, min_n_ticks=1))
-    decay = {"none": "constant", "linear": "linear decay to 0",
-             "cosine": "cosine decay to 0"}.get(log.get("s_decay"), log.get("s_decay"))
-    ax2.set_title(f"sparsity (s = {log['s']:g}, {decay})")
-    ax2.grid(alpha=0.3)
-    if len(numbers) <= 12:           # few epochs: exactly one tick each, never fractions
-        ax0.set_yticks(numbers)
-        ax2.set_xticks(numbers)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path

@@ -32,7 +32,7 @@ class CalibSet:
     set)."""
 
     def __init__(self, dataset, sample_transforms, batches, batch_size, progress=True):
-        from ppdet.slim.eval_cache import EvalCache
+        from ppdet.slim.sensitivity.cache import EvalCache
         self.n_batches, self.batch_size = int(batches), int(batch_size)
         self.cache = EvalCache(dataset, sample_transforms,
                                max_samples=self.n_batches * self.batch_size, progress=progress)

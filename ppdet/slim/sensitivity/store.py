@@ -14,17 +14,15 @@ records without overwriting any, and replaces the file atomically (temp + fsync 
 rename): ``kill -9`` at any instant leaves a loadable file missing at most the
 measurement in flight, and concurrent writers lose nothing.
 """
-import contextlib
-import fcntl
 import json
 import os
 import pickle
 
 from ppdet.core.errors import UserError
-from ppdet.utils.atomic import atomic_write_bytes
+from ppdet.utils.atomic import atomic_write_bytes, file_lock
 
 __all__ = ["norm_ratio", "SensitivityStore", "load_sensitivities_file", "merge_files",
-           "merge_with_sidecars", "file_lock", "read_meta", "META_SUFFIX"]
+           "merge_with_sidecars", "read_meta", "META_SUFFIX"]
 
 META_SUFFIX = ".meta.json"
 FORMAT = "ppdet-sensitivity/1"
@@ -239,19 +237,6 @@ class SensitivityStore:
 def _skipped_of(meta):
     return {n: {norm_ratio(r): float(v) for r, v in d.items()}
             for n, d in (meta.get("skipped") or {}).items()}
-
-
-@contextlib.contextmanager
-def file_lock(path):
-    """The exclusive lock (``PATH.lock``) every writer of a sensitivities file takes."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def read_meta(meta_path):

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from ppdet.core.errors import UserError
-from ppdet.slim.graph import PruneGraph
+from ppdet.slim.prune.graph import PruneGraph
 
 __all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params",
            "parse_ratios"]
