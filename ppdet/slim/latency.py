@@ -258,7 +258,8 @@ class QuietGate:
     fastest of that last wait as the new reference (counted in ``rebased``), instead of
     waiting ``max_wait_s`` before every timing for the rest of the build (on one noisy
     host the tiny model's table was on course for about 40 minutes, against 2-3 without
-    the gate; bench/RESULTS.md). A faster run later lowers it again.
+    the gate; bench/HISTORY.md, "Session 7: how far two builds of the tiny table agree").
+    A faster run later lowers it again.
     ``sampler``: the reference timing (tests); by default the 1x1 conv above."""
 
     def __init__(self, threads=1, use_mkldnn=True, tol=1.15, max_wait_s=3.0, sampler=None,
@@ -523,7 +524,7 @@ class LatencyTable:
         other whole-model measurements' slopes; ``(full_ms - raw({}), 1)`` without them.
         The median, not least squares: one calibration plan can sit off the line (on the
         tiny model, every group at 20% measured slower than every group at 50%), and least
-        squares let that one point halve the scale (bench/RESULTS.md)."""
+        squares let that one point halve the scale (bench/HISTORY.md, "Session 6: table v2")."""
         if self._fit is None:
             s0 = self._raw({})
             scale = 1.0
