@@ -1,7 +1,7 @@
 """FLOPs-target search against pruning with given ratios, on the full-width YOLOv3 (random
 weights), same run. The graph traces once and counts FLOPs arithmetically. (The path it
 replaced, which pruned, re-traced and restored at every bisection step, was timed in the
-same process before it was removed: bench/RESULTS.md, issue 15.)
+same process before it was removed: bench/HISTORY.md, "One pruning graph", issue 15.)
 
     python bench/bench_graph.py [-c configs/yolov3_mobilenet_v1_voc.yml]
 """

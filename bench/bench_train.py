@@ -7,7 +7,8 @@
 2. exports at 320 and 608 px and times Paddle Inference, batch 1, with and without
    oneDNN (the reference in each row is the run without oneDNN, same size, same run);
 3. with --bccd, trains the BCCD config from scratch too and reports its mAP and time.
-Prints a Markdown table; copy it to bench/RESULTS.md with the command line.
+Prints a Markdown table; add it with the command line at the top of its section in
+bench/HISTORY.md, and update its rows in bench/RESULTS.md.
 """
 import argparse
 import json

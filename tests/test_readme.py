@@ -1,8 +1,12 @@
-"""The README's walk-through runs as written.
+"""The README's walk-through, and the docs pages that continue it, run as written.
 
-Every fenced block marked ``bash`` in README.md, in order, is one shell script (blocks
-marked ``sh`` are shown only). It runs in a copy of the working tree, so nothing lands in
-the checkout's ``output/``. To keep it short the test changes two things and nothing else:
+Every fenced block marked ``bash`` in README.md, in order, then in each ``docs/*.md`` page
+(pages in file-name order, blocks in page order), is one shell script (blocks marked ``sh``
+are shown only): the pages' blocks use the walk-through's names and files. After each
+file's blocks the script checks that it is back in the repository root, since ``cd``
+carries over from block to block. It runs in a copy of the working tree, so nothing lands
+in the checkout's ``output/``. To keep it short the test changes two things and nothing
+else:
 
 - each command of a tool that reads a config gets ``-o`` overrides appended: one epoch on 16
   training images, 16 eval images (``SHORT`` below);
@@ -11,6 +15,7 @@ the checkout's ``output/``. To keep it short the test changes two things and not
 
 A failing command fails the test with the command and the end of its output.
 """
+import glob
 import os
 import re
 import shutil
@@ -61,14 +66,24 @@ def shorten(cmd, pretrain):
     return f"{cmd} -o {' '.join(extra)}"
 
 
+def pages():
+    """README.md, then the docs pages in file-name order (relative paths)."""
+    docs = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+    return ["README.md"] + [os.path.relpath(p, ROOT) for p in docs]
+
+
 def walkthrough(pretrain):
-    with open(os.path.join(ROOT, "README.md")) as f:
-        blocks = readme_blocks(f.read())
-    lines = ["set -e"]
-    for i, block in enumerate(blocks):
-        for cmd in commands(block):
-            lines.append(f"echo \"### $SECONDS s, block {i + 1}: \"{_quote(cmd)}")
-            lines.append(shorten(cmd, pretrain))
+    lines = ["set -e", "_top=$PWD"]
+    for page in pages():
+        with open(os.path.join(ROOT, page)) as f:
+            blocks = readme_blocks(f.read())
+        for i, block in enumerate(blocks):
+            for cmd in commands(block):
+                lines.append(f"echo \"### $SECONDS s, block {i + 1} of {page}: \"{_quote(cmd)}")
+                lines.append(shorten(cmd, pretrain))
+        if blocks:
+            lines.append(f'[ "$PWD" = "$_top" ] || {{ echo "{page} ends outside the repository'
+                         f' root: $PWD" >&2; exit 1; }}')
     return "\n".join(lines) + "\n"
 
 
@@ -97,6 +112,45 @@ def test_commands_are_what_the_readme_says():
     assert "#" not in "".join(line for line in script.splitlines()
                               if not line.startswith("echo"))
     assert "python analyze.py demo.data --target_flops 0.3 -c ../../$CFG\n" in script
+    # the pages' blocks run after the README's, in file-name order
+    at = [script.index(s) for s in ("slim/prune/report.py -c $CFG", "save_dir=output/by_hand",
+                                    "slim/prune/slim_prune.py -c $V2", "tools/train.py -c $SSD")]
+    assert at == sorted(at)
+    run = [line for line in script.splitlines() if not line.startswith("echo")]
+    assert sum("tools/train.py -c $CFG --eval" in line for line in run) == 1  # trained once
+
+
+def _slug(heading):
+    """The anchor GitHub gives a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_resolve():
+    """Relative links in the README, the docs pages and bench/*.md name files and headings
+    that exist; the README links every docs page."""
+    files = pages() + ["bench/RESULTS.md", "bench/HISTORY.md"]
+    headings = {}
+    for rel in files:
+        with open(os.path.join(ROOT, rel)) as f:
+            text = re.sub(r"^```.*?^```", "", f.read(), flags=re.S | re.M)
+        headings[rel] = {_slug(h) for h in re.findall(r"^#+ (.*)$", text, flags=re.M)}
+    bad = []
+    for rel in files:
+        with open(os.path.join(ROOT, rel)) as f:
+            text = f.read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(rel), path)) if path else rel
+            if not os.path.exists(os.path.join(ROOT, dest)):
+                bad.append(f"{rel}: {target} (no file)")
+            elif anchor and anchor not in headings.get(dest, set()):
+                bad.append(f"{rel}: {target} (no such heading)")
+    assert not bad, "\n".join(bad)
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    assert all(f"({page})" in readme for page in pages()[1:])
 
 
 @pytest.mark.long

@@ -229,7 +229,8 @@ def test_prune_backbone_pointwise_conv():
 
 def test_tiny_prior_layout_gives_every_shape_a_real_match(shapes_root):
     """The tiny config's priors must fit the shapes (16-96 px): with a stride-16 first map
-    40% of them had no prior at the matching IoU and SSD barely learned (bench/RESULTS.md)."""
+    40% of them had no prior at the matching IoU and SSD barely learned (bench/HISTORY.md,
+    "MobileNetV1-SSD")."""
     from ppdet.engine.builder import build_dataset
     from ppdet.modeling.losses.ssd_loss import iou_matrix
     cfg = load_config(SHAPES_CFG)

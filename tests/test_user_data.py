@@ -320,7 +320,8 @@ def test_two_processes_with_different_weights_cannot_share_one_file(quick, tmp_p
 
 
 def test_readme_shows_the_dataset_swap():
-    text = open(os.path.join(ROOT, "README.md")).read()
+    """The README's data page (docs/data.md) shows a config that swaps the dataset."""
+    text = open(os.path.join(ROOT, "docs", "data.md")).read()
     assert "inherit a config, swap the dataset" in text.lower()
     block = text[text.lower().index("inherit a config, swap the dataset"):]
     assert "!COCODataSet" in block and "AP(0.50:0.95)" in text

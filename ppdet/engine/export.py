@@ -154,7 +154,8 @@ class Predictor:
 
     ``memory_optim`` (on by default, as in PaddleDetection's deploy/python/infer.py) lets
     intermediate tensors share buffers: fewer allocations and a smaller working set
-    (measured 2-7% faster on the tiny YOLOv3, same outputs; bench/RESULTS.md).
+    (measured 2-7% faster on the tiny YOLOv3, same outputs; bench/HISTORY.md, "Where the
+    time goes in the exported tiny model").
     """
 
     def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True):

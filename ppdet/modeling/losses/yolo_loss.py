@@ -17,7 +17,8 @@ class YOLOv3Loss:
     - ``best`` (YOLOv3): only the best-shaped of all anchors, so one output level;
     - ``per_level``: the best-shaped anchor of every level, so each object trains one
       anchor per level. A small from-scratch model learns about 2.5x faster with it
-      (three positives per object instead of one; measured in bench/RESULTS.md), while
+      (three positives per object instead of one; measured in bench/HISTORY.md,
+      "Training and inference"), while
       NMS merges the extra detections.
     """
 

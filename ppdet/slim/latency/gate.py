@@ -9,19 +9,14 @@ __all__ = ["QuietGate", "quiet_gate"]
 
 class QuietGate:
     """Waits, before a timing, until the machine runs a small reference program (a 1x1
-    conv, 64 channels, 40x40: about 0.2 ms) within ``tol`` of the fastest it has run it.
-    Why: on a shared host the same program runs 1.3-2x slower for seconds at a time (other
-    tenants; measured with nothing else running in this machine), and the minimum of a few
-    ms of runs does not get past such a stretch; a timing taken in one then counts as the
-    conv's cost. After ``max_wait_s`` it lets the timing go (counted in ``gave_up``).
+    conv, 64 channels, 40x40: about 0.2 ms) within ``tol`` of the fastest it has run it;
+    after ``max_wait_s`` it lets the timing go (counted in ``gave_up``).
 
-    When it gives up on most recent checks (``rebase_after`` of the last ``window``), the
-    fastest is no longer within reach (the host got slower for minutes): it takes the
-    fastest of that last wait as the new reference (counted in ``rebased``), instead of
-    waiting ``max_wait_s`` before every timing for the rest of the build (on one noisy
-    host the tiny model's table was on course for about 40 minutes, against 2-3 without
-    the gate; bench/RESULTS.md). A faster run later lowers it again.
-    ``sampler``: the reference timing (tests); by default the 1x1 conv above."""
+    When it gives up on ``rebase_after`` of the last ``window`` checks, the host has got
+    slower for minutes: the fastest of that last wait becomes the reference (counted in
+    ``rebased``) rather than every later timing waiting ``max_wait_s``; a faster run later
+    lowers it again (bench/HISTORY.md, "Session 7: how far two builds of the tiny table
+    agree"). ``sampler``: the reference timing (tests); by default the 1x1 conv above."""
 
     def __init__(self, threads=1, use_mkldnn=True, tol=1.15, max_wait_s=3.0, sampler=None,
                  window=5, rebase_after=3):

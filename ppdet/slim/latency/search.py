@@ -69,7 +69,7 @@ def steady(table):
     the line fitted (robustly, :func:`_line`) through the measured ratios ``piece / base``
     and never falling as ``k`` grows. Why: one-conv programs of the small convs show cliffs
     and dips (a count 3x faster than its neighbours, a base slower than every pruned
-    count) that the whole exported model does not show (bench/RESULTS.md, "Latency
+    count) that the whole exported model does not show (bench/HISTORY.md, "Latency
     target against FLOPs target"); a search over the raw table picks exactly those counts
     and misses its target. Whole-model calibration (``scale``, ``fixed``) is refitted on
     the steady pieces from the same two measurements."""
@@ -127,7 +127,7 @@ def ratios_for_latency(table, graph, sensitivities, target_ms, max_iter=60, smoo
     (:func:`ratios_by_loss`, as ``--target_flops`` chooses) meet the budget, i.e. the
     FLOPs-target plan of the same predicted latency. On the tiny model the summed-loss
     plans kept far more mAP before fine-tuning and the same within a point after it
-    (bench/RESULTS.md, "Latency target against FLOPs target").
+    (bench/HISTORY.md, "Latency target against FLOPs target").
     Returns ``(ratios {name: ratio}, predicted ms, summed loss)``."""
     table = steady(table) if smooth else table
     sensitivities = {n: c for n, c in sensitivities.items() if c}

@@ -21,8 +21,9 @@ output groups both shrink scales by both ratios (its FLOPs are bilinear in the t
 counts), which a sum of per-group savings gets badly wrong (a conv pruned 50% on each side
 keeps 25% of its work, not 0%). ``T(group, k)``, the sum of the group's pieces at ``k``,
 is what a group costs. One-conv programs cost more than the same conv inside the model
-(input/output layout reorders), so the sum is scaled by ``scale``, fitted on two whole-model
-measurements: unpruned and a calibration plan (every group at about half width):
+(input/output layout reorders), so the sum is scaled by ``scale``, fitted on whole-model
+measurements: unpruned and three uniform calibration plans (every group at about 75, 50
+and 25% width; the scale is the median of their slopes, :meth:`LatencyTable.fit`):
 ``latency = fixed + scale * sum(...)``, ``fixed = full_ms - scale * sum of base``. A plan
 that changes one group is predicted exactly from its measured points
 (``full_ms + scale * (T(g, k) - T(g, size))``); counts between measured ones are
@@ -231,7 +232,8 @@ class LatencyTable:
         other whole-model measurements' slopes; ``(full_ms - raw({}), 1)`` without them.
         The median, not least squares: one calibration plan can sit off the line (on the
         tiny model, every group at 20% measured slower than every group at 50%), and least
-        squares let that one point halve the scale (bench/RESULTS.md)."""
+        squares let that one point halve the scale (bench/HISTORY.md, "Session 6: table
+        v2")."""
         if self._fit is None:
             s0 = self._raw({})
             scale = 1.0

@@ -1,7 +1,7 @@
 """A compiled program run over a cached set, in this process or in a worker process.
 
 Paddle Inference's ``predictor.run`` keeps the GIL: two predictor clones in threads of one
-process measured no faster than one (bench/RESULTS.md, issue 17), while two processes
+process measured no faster than one (bench/HISTORY.md, "Issue 17, session 5"), while two processes
 nearly doubled the rate. So every core beyond the first gets a worker process of its own:
 it loads the exported programs (the whole one and the cut ones, see
 :mod:`ppdet.slim.sensitivity.cuts`), maps the cached arrays from disk (shared page cache, no copy
