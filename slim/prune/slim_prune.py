@@ -54,6 +54,9 @@ def main(argv=None):
 
     if args.eval and not args.finetune:
         raise UserError("--eval evaluates while fine-tuning: add --finetune (or drop --eval)")
+    if args.finetune:
+        from ppdet.engine.optim import check_schedule
+        check_schedule(cfg)         # before the slimming: fine-tuning could not run
     if args.report and (os.path.isdir(args.report) or not os.path.isdir(
             os.path.dirname(os.path.abspath(args.report)))):
         raise UserError(f"--report {args.report}: give a file path in an existing folder")
