@@ -213,8 +213,11 @@ def _legacy_program(path, what):
     dense = kinds.Value("DENSE_TENSOR" if "DENSE_TENSOR" in kinds.keys() else "LOD_TENSOR")
     field = "dense_tensor" if "dense_tensor" in framework_pb2.VarType.DESCRIPTOR.fields_by_name \
         else "lod_tensor"
+    classes = {a.i for op in program.blocks[0].ops if op.type == "yolo_box"
+               for a in op.attrs if a.name == "class_num"}
     return [list(getattr(v.type, field).tensor.dims) for v in program.blocks[0].vars
-            if v.persistable and v.type.type == dense]
+            if v.persistable and v.type.type == dense], \
+        (classes.pop() if len(classes) == 1 else None)
 
 
 def _param_records(path, what):
@@ -274,13 +277,17 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
     a Preprocess list. Raises ``ModelDirError`` (a ``UserError``: one line, exit 2) naming
     the first broken file. Cheap: the parameters' data is skipped, not read."""
     what = f"{_AGAIN} (tools/export_model.py)"
+    if not os.path.lexists(model_dir):
+        # an export killed between the two renames of the fallback swap: put it back
+        from ppdet.utils.atomic import recover_dir
+        recover_dir(model_dir)
     if not os.path.isdir(model_dir):
         raise ModelDirError(f"model folder {model_dir} not found: {what}" if not
                             os.path.exists(model_dir) else
                             f"--model_dir {model_dir} is a file: give the exported folder",
                             model_dir)
     base = os.path.join(model_dir, prefix)
-    program_path, wanted = base + ".pdmodel", None
+    program_path, wanted, classes = base + ".pdmodel", None, None
     if "program" in need or "params" in need:
         if not os.path.exists(program_path) and os.path.exists(base + ".json"):
             program_path = base + ".json"
@@ -291,7 +298,7 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
                 raise ModelDirError(f"{program_path} is truncated or corrupt (not JSON): "
                                     f"{what}", program_path) from e
         else:
-            wanted = _legacy_program(program_path, what)
+            wanted, classes = _legacy_program(program_path, what)
     if "params" in need:
         params = base + ".pdiparams"
         shapes = _param_records(params, what)
@@ -309,6 +316,16 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
                                 path) from e
         if not isinstance(cfg, dict) or not isinstance(cfg.get("Preprocess"), list):
             raise ModelDirError(f"{path} has no Preprocess list: {what}", path)
+        if not data.endswith(b"\n"):
+            raise ModelDirError(f"{path} is truncated (it does not end with a line break): "
+                                f"{what}", path)
+        labels = cfg.get("label_list")
+        if labels is not None and not isinstance(labels, list):
+            raise ModelDirError(f"{path}: label_list is not a list: {what}", path)
+        if classes is not None and labels is not None and len(labels) != classes:
+            raise ModelDirError(f"{path} lists {len(labels)} labels but the program detects "
+                                f"{classes} classes (truncated, or from another export): "
+                                f"{what}", path)
     return program_path
 
 

@@ -3,6 +3,8 @@
 PaddleDetection 2.x syntax: milestones are in epochs, warm-up in steps; the schedule
 is stepped once per iteration.
 """
+import math
+
 import paddle
 from paddle.optimizer import lr as lr_sched
 
@@ -16,13 +18,14 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
-def _whole(key, value, low):
+def _whole(key, value, low, option=True):
     """``value`` of config key ``key`` is an integer >= ``low`` (the message says what
-    to give instead)."""
+    to give instead: the nearest value that works)."""
     if not _number(value) or int(value) != value or value < low:
         shown = value if not isinstance(value, str) else repr(value)
+        fix = max(low, math.ceil(value)) if _number(value) else max(low, 1)
         raise ConfigError(f"{key} is {shown}: it must be a whole number >= {low} "
-                          f"(e.g. -o {key}={max(low, 1)})")
+                          f"(e.g. {f'-o {key}=' if option else ''}{fix})")
     return int(value)
 
 
@@ -80,7 +83,7 @@ def check_schedule(cfg):
                 raise ConfigError(f"{key} gamma is {gamma}: it must be > 0 (e.g. 0.1)")
         elif name == "CosineDecay":
             if item.get("max_epochs") is not None:
-                _whole(f"{key} max_epochs", item["max_epochs"], 1)
+                _whole(f"{key} max_epochs", item["max_epochs"], 1, option=False)
             min_lr = item.get("min_lr", 0.0)
             if not _number(min_lr) or not 0 <= min_lr < base_lr:
                 raise ConfigError(f"{key} min_lr is {min_lr}: it must be in [0, base_lr "
@@ -88,7 +91,7 @@ def check_schedule(cfg):
         elif name == "LinearWarmup":
             for k in ("steps", "epochs"):
                 if item.get(k) is not None:
-                    _whole(f"{key} {k}", item[k], 0)
+                    _whole(f"{key} {k}", item[k], 0, option=False)
             factor = item.get("start_factor", 1. / 3)
             if not _number(factor) or not 0 <= factor <= 1:
                 raise ConfigError(f"{key} start_factor is {factor}: it must be in [0, 1] "
