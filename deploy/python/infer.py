@@ -35,7 +35,7 @@ def main(argv=None):
     check_writable_dir("--output_dir", args.output_dir)
     check_not_inputs("--output_dir", args.output_dir, [args.image_file])
     for need in ("model.pdmodel", "model.pdiparams", "infer_cfg.yml"):
-        if not os.path.isfile(os.path.join(args.model_dir, need)):
+        if not os.path.exists(os.path.join(args.model_dir, need)):   # the rest: below
             raise UserError(f"{os.path.join(args.model_dir, need)} not found: export the "
                             f"model first with tools/export_model.py")
 

@@ -105,7 +105,12 @@ def check_writable_dir(name, path):
     if not os.path.isdir(probe):
         raise UserError(f"{name} {path}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{name} {path}: cannot write in {probe} (permission denied)")
+        try:
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "the file system is read-only" if read_only else "permission denied"
+        raise UserError(f"{name} {path}: cannot write in {probe} ({why})")
     return path
 
 
