@@ -483,6 +483,14 @@ def test_atomic_dir_failure_keeps_the_old_folder(tmp_path):
         with atomic_dir(str(target), verify=lambda d: (_ for _ in ()).throw(
                 AssertionError("differs"))) as tmp:
             (tmp_path / os.path.basename(tmp) / "a").write_bytes(b"new")
+    from ppdet.core.errors import UserError
+
+    def refuse(d):                  # a check naming a file of the folder being built
+        raise UserError(f"{d}/a is truncated")
+    with pytest.raises(UserError, match=r"export/a is truncated \(the previous folder is "
+                       r"unchanged\)"):
+        with atomic_dir(str(target), verify=refuse) as tmp:
+            (tmp_path / os.path.basename(tmp) / "a").write_bytes(b"new")
     assert sorted(os.listdir(tmp_path)) == ["export"]
     assert (target / "a").read_bytes() == b"old"
 

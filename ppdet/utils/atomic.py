@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 
-from ppdet.core.errors import WriteError
+from ppdet.core.errors import UserError, WriteError
 
 __all__ = ["atomic_write", "atomic_write_bytes", "default_mode", "remove_stale_temps",
            "pid_alive", "atomic_dir", "recover_dir", "write_reason", "atomic_imwrite"]
@@ -296,4 +296,6 @@ def atomic_dir(target, verify=None):
             where = _shown(e.filename, tmp, target) if e.filename is not None else target
             raise WriteError(f"cannot write {where}: {write_reason(e)} ({kept})",
                              path=where, reason=write_reason(e)) from e
+        if isinstance(e, UserError) and tmp in str(e):      # e.g. a refused verification
+            raise UserError(f"{str(e).replace(tmp, target)} ({kept})") from e
         raise
