@@ -33,8 +33,9 @@ def check_schedule(cfg):
     """The training length and LR schedule mean something, before any slow step.
 
     ``epoch`` and ``snapshot_epoch`` are whole numbers >= 1; ``LearningRate.base_lr`` > 0;
-    a PiecewiseDecay's milestones are positive and strictly increasing (a schedule that
-    ends before it starts) with one more value than milestones when values are given;
+    a PiecewiseDecay's milestones are positive and never decrease (a schedule that would
+    end before it starts; two equal ones decay twice at once), with one more value than
+    milestones when values are given;
     CosineDecay's ``max_epochs`` >= 1 and ``min_lr`` in [0, base_lr); LinearWarmup's
     ``steps``/``epochs`` >= 0 and ``start_factor`` in [0, 1]. Each refusal is one
     ConfigError naming the key and the smallest change that works."""
@@ -67,8 +68,8 @@ def check_schedule(cfg):
                 if min(milestones) <= 0:
                     raise ConfigError(f"{key} milestones {milestones} must be epochs > 0: "
                                       f"drop {min(milestones):g}")
-                if any(b <= a for a, b in zip(milestones, milestones[1:])):
-                    fix = sorted(set(milestones))
+                if any(b < a for a, b in zip(milestones, milestones[1:])):
+                    fix = sorted(milestones)
                     raise ConfigError(f"{key} milestones {milestones} are not increasing "
                                       f"(the schedule would end before it starts): give "
                                       f"{fix}")
