@@ -554,11 +554,12 @@ def test_export_killed_at_random_instants(ctx, tmp_path):
     ref.wait()
     new_params = _snapshot(str(tmp_path / "ref"))
     rng = random.Random(0)
-    for p in procs[1:]:
+    # early, mid-export, and around the swap (the last instants of the export)
+    for p, (lo, hi) in zip(procs[1:], [(0.05, 0.5), (0.5, 0.95), (0.9, 1.2)]):
         assert p.stdout.readline().strip() == "ready"
         p.stdin.write("go\n")
         p.stdin.flush()
-        time.sleep(rng.uniform(0.05, 1.0) * seconds)
+        time.sleep(rng.uniform(lo, hi) * seconds)
         p.send_signal(signal.SIGKILL)
         p.wait()
         assert os.path.isdir(target)
