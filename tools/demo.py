@@ -24,7 +24,9 @@ def run(*args, background=False):
     print("\n$ python " + " ".join(shlex.quote(a) for a in args), flush=True)
     if background:
         return subprocess.Popen(cmd, cwd=ROOT)
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code:            # the step printed its own one-line error: no traceback on top of it
+        sys.exit(code)
 
 
 def main():

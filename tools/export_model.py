@@ -3,6 +3,8 @@
     python tools/export_model.py -c CFG -o weights=output/NAME/model_final --output_dir out
 writes out/<run name>/model.pdmodel, model.pdiparams and infer_cfg.yml, where the run name
 is the weights' folder (NAME, NAME_pruned, ...), so exports of different runs never collide.
+The export is built beside that folder, checked, and swapped in whole: a full disk or a kill
+leaves a previous export there exactly as it was.
 """
 import os
 import sys
@@ -28,12 +30,13 @@ def main(argv=None):
 
     from ppdet.engine.builder import build_model, class_names_for
     from ppdet.engine.checkpoint import load_weights
-    from ppdet.engine.export import export_model
+    from ppdet.engine.export import check_export_target, export_model
     from ppdet.utils.outputs import run_name
     model = build_model(cfg)
     meta = load_weights(model, cfg.get("weights"))
     names = class_names_for(cfg)
     folder = os.path.join(args.output_dir, run_name(cfg, cfg.get("weights"), meta))
+    check_export_target(folder)
     out = export_model(model, cfg, folder, names)
     print(f"exported to {out}/ (model.pdmodel, model.pdiparams, infer_cfg.yml)")
     return out

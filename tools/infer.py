@@ -58,6 +58,7 @@ def main(argv=None):
     from ppdet.data.transforms import Compose
     from ppdet.engine.builder import build_model, class_names_for
     from ppdet.engine.checkpoint import load_weights
+    from ppdet.utils.atomic import atomic_imwrite
     from ppdet.utils.visualize import draw_detections
     model = build_model(cfg)
     load_weights(model, cfg.get("weights"))
@@ -73,7 +74,7 @@ def main(argv=None):
             bbox = model(inputs)["bbox"].numpy()
         drawn = draw_detections(cv2.imread(path), bbox, names, args.draw_threshold)
         out = os.path.join(args.output_dir, os.path.basename(path))
-        cv2.imwrite(out, drawn)
+        atomic_imwrite(out, drawn)           # never a half-written image
         kept = int(((bbox[:, 1] >= args.draw_threshold) & (bbox[:, 0] >= 0)).sum())
         print(f"{path}: {kept} detections -> {out}")
     print(f"{len(files)} drawn image(s) written to {args.output_dir}/")

@@ -27,6 +27,8 @@ def main(argv=None):
                         help="0: prunable layers; 1: also layers tied by shortcuts")
     args = parser.parse_args(argv)
     cfg = load_config_from_args(args)
+    from ppdet.engine.optim import check_schedule
+    check_schedule(cfg)             # epoch >= 1, a schedule that can run: before any data
 
     from ppdet.engine.checkpoint import resolve_weights
     from ppdet.engine.trainer import Trainer, load_pretrain, set_seed

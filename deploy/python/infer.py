@@ -34,17 +34,21 @@ def main(argv=None):
     check_range("--cpu_threads", args.cpu_threads, 1)
     check_writable_dir("--output_dir", args.output_dir)
     check_not_inputs("--output_dir", args.output_dir, [args.image_file])
-    for need in ("model.pdmodel", "infer_cfg.yml"):
-        if not os.path.isfile(os.path.join(args.model_dir, need)):
+    for need in ("model.pdmodel", "model.pdiparams", "infer_cfg.yml"):
+        if not os.path.exists(os.path.join(args.model_dir, need)):   # the rest: below
             raise UserError(f"{os.path.join(args.model_dir, need)} not found: export the "
                             f"model first with tools/export_model.py")
 
     import cv2
 
-    from ppdet.engine.export import Predictor, read_image
+    from ppdet.engine.export import Predictor, check_model_dir, read_image
+    from ppdet.utils.atomic import atomic_imwrite
     from ppdet.utils.visualize import draw_detections
     rgb = read_image(args.image_file)       # a missing or corrupt image: one line, exit 2
     bgr = cv2.imread(args.image_file)
+    # every file readable, the program parseable, the parameters whole: one line naming
+    # the broken file, before Paddle Inference sees the folder
+    check_model_dir(args.model_dir)
     predictor = Predictor(args.model_dir, use_mkldnn=not args.no_mkldnn,
                           cpu_threads=args.cpu_threads)
     bbox, _ = predictor.predict_image(rgb)
@@ -57,7 +61,7 @@ def main(argv=None):
             print(f"{name} {score:.3f} [{x1:.1f}, {y1:.1f}, {x2:.1f}, {y2:.1f}]")
     os.makedirs(args.output_dir, exist_ok=True)
     out = os.path.join(args.output_dir, os.path.basename(args.image_file))
-    cv2.imwrite(out, draw_detections(bgr, bbox, names, threshold))
+    atomic_imwrite(out, draw_detections(bgr, bbox, names, threshold))
     print(f"drawn image written to {out}")
 
 

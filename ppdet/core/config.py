@@ -67,13 +67,36 @@ _Loader.add_multi_constructor("!", _tagged_mapping)
 
 
 def _read_yaml(path):
+    """A config file as a mapping; anything else (a folder, a binary or non-UTF-8 file,
+    YAML that is not a mapping, an unreadable file) is one ConfigError naming it."""
+    if os.path.isdir(path):
+        raise ConfigError(f"config {path} is a folder: give a YAML file, e.g. "
+                          f"configs/shapes/yolov3_mobilenet_v1_shapes.yml")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
-            return yaml.load(f, Loader=_Loader) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse config {path}: {e}".splitlines()[0]) from e
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from e
+    if b"\0" in data:
+        raise ConfigError(f"config {path} is a binary file, not YAML text: give the .yml "
+                          f"file (weights go in -o weights=...)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path} is not UTF-8 text (byte {data[e.start]:#04x} at "
+                          f"offset {e.start}): save it as UTF-8 YAML") from e
+    try:
+        cfg = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse config {path}: {e}".splitlines()[0]) from e
+    if cfg is None:
+        return {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"config {path} holds a YAML {type(cfg).__name__}, not a mapping "
+                          f"of options (key: value lines)")
+    return cfg
 
 
 def merge_config(base, extra):

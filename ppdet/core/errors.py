@@ -25,4 +25,8 @@ class DataError(UserError, ValueError):
 
 class WriteError(UserError):
     """An output that could not be written (full disk, no permission); the previous file,
-    if any, is left as it was."""
+    if any, is left as it was. ``path``: the file or folder; ``reason``: why, in words."""
+
+    def __init__(self, message, path=None, reason=None):
+        super().__init__(message)
+        self.path, self.reason = path, reason

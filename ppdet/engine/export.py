@@ -10,19 +10,33 @@ preprocessing and labels.
 
 The saved program is then simplified where that lets Paddle Inference fuse more (see
 ``fold_conv_bias``); the outputs stay the same.
+
+An export is written whole or not at all (``ppdet.utils.atomic.atomic_dir``): built in a
+temporary folder beside the target, checked with ``check_model_dir`` (and the caller's
+``verify``), then swapped in, so a full disk, a kill or a failed verification leaves the
+previous export exactly as it was. Everything that loads an exported folder checks it with
+``check_model_dir`` first: a missing, unreadable or truncated file is one line naming it,
+not a Paddle C++ error.
 """
+import json
 import os
+import re
+import struct
 
 import numpy as np
 import paddle
 import yaml
 
-from ppdet.core.errors import ConfigError, DataError
-from ppdet.utils.atomic import atomic_write_bytes
+from ppdet.core.errors import ConfigError, DataError, UserError
+from ppdet.utils.atomic import atomic_dir, atomic_write_bytes
 
 __all__ = ["export_model", "fold_conv_bias", "simplify_saved_program", "Predictor",
            "ExportedDetector", "preprocess_image", "read_image", "verify_export",
-           "VerifyResult"]
+           "VerifyResult", "check_model_dir", "ModelDirError", "EXPORT_FILES"]
+
+# what an export folder may hold: export_model replaces such a folder whole
+EXPORT_FILES = ("model.pdmodel", "model.json", "model.pdiparams", "model.pdiparams.info",
+                "infer_cfg.yml")
 
 _EXPORTED_TRANSFORMS = ("Resize", "NormalizeImage", "Permute")
 
@@ -106,25 +120,224 @@ def simplify_saved_program(path):
         atomic_write_bytes(path, program.serialize_to_string())
 
 
-def export_model(model, cfg, output_dir, class_names, simplify=True):
+def check_export_target(output_dir):
+    """An export replaces ``output_dir`` whole: refuse one that holds anything else (the
+    user's files would go with it). Nothing is written."""
+    if not os.path.isdir(output_dir):
+        return output_dir
+    others = sorted(n for n in os.listdir(output_dir) if n not in EXPORT_FILES)
+    if others:
+        raise UserError(f"{output_dir} holds {others[0]}, which is not part of an export: "
+                        f"an export replaces the whole folder; move it or export elsewhere")
+    return output_dir
+
+
+def export_model(model, cfg, output_dir, class_names, simplify=True, verify=None):
     """Write ``output_dir/model.pdmodel|.pdiparams`` and ``infer_cfg.yml``. ``simplify=False``
-    keeps the program as ``paddle.jit.save`` wrote it (benchmarks compare the two)."""
+    keeps the program as ``paddle.jit.save`` wrote it (benchmarks compare the two).
+
+    Atomic (``atomic_dir``): the files are written into a temporary folder beside
+    ``output_dir``, checked with ``check_model_dir``, then ``verify(folder)`` (when given;
+    it raises to refuse the export), and only then swapped in. Any failure leaves a previous
+    export in ``output_dir`` byte-identical."""
     model.eval()
     from ppdet.engine.builder import image_size_for
     size = image_size_for(cfg, "test")
     spec = [paddle.static.InputSpec([None, 3, size[0], size[1]], "float32", "image"),
             paddle.static.InputSpec([None, 2], "float32", "im_shape"),
             paddle.static.InputSpec([None, 2], "float32", "scale_factor")]
-    os.makedirs(output_dir, exist_ok=True)
-    # the old-IR flag only (OldIrGuard would also switch to static mode)
-    with paddle.pir_utils.DygraphOldIrGuard():
-        static = paddle.jit.to_static(_ExportWrapper(model), input_spec=spec, full_graph=True)
-        paddle.jit.save(static, os.path.join(output_dir, "model"))
-    if simplify:
-        simplify_saved_program(os.path.join(output_dir, "model.pdmodel"))
-    atomic_write_bytes(os.path.join(output_dir, "infer_cfg.yml"),
-                       yaml.safe_dump(_infer_cfg(cfg, class_names), sort_keys=False).encode())
+    check_export_target(output_dir)
+
+    def check(folder):
+        check_model_dir(folder)
+        if verify is not None:
+            verify(folder)
+    with atomic_dir(output_dir, verify=check) as tmp:
+        # the old-IR flag only (OldIrGuard would also switch to static mode)
+        with paddle.pir_utils.DygraphOldIrGuard():
+            static = paddle.jit.to_static(_ExportWrapper(model), input_spec=spec,
+                                          full_graph=True)
+            paddle.jit.save(static, os.path.join(tmp, "model"))
+        if simplify:
+            simplify_saved_program(os.path.join(tmp, "model.pdmodel"))
+        atomic_write_bytes(os.path.join(tmp, "infer_cfg.yml"),
+                           yaml.safe_dump(_infer_cfg(cfg, class_names),
+                                          sort_keys=False).encode())
     return output_dir
+
+
+# --- checking an exported folder before Paddle sees it ------------------------------------
+class ModelDirError(UserError):
+    """An exported model folder that cannot be loaded; ``path`` is the broken file."""
+
+    def __init__(self, message, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+_DTYPE_BYTES = {0: 1, 1: 2, 2: 4, 3: 8, 4: 2, 5: 4, 6: 8, 20: 1, 21: 1, 22: 2, 23: 8, 24: 16}
+_AGAIN = "export the model again"
+
+
+def _read(path, what):
+    if not os.path.exists(path):
+        raise ModelDirError(f"{path} not found: {what}", path)
+    if not os.path.isfile(path):
+        raise ModelDirError(f"{path} is not a file: {what}", path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ModelDirError(f"cannot read {path}: {e.strerror or e}", path) from e
+    if not data:
+        raise ModelDirError(f"{path} is empty: {what}", path)
+    return data
+
+
+def _legacy_program(path, what):
+    from google.protobuf.message import DecodeError
+    from paddle.base.proto import framework_pb2
+    data = _read(path, what)
+    try:
+        program = framework_pb2.ProgramDesc.FromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelDirError(f"{path} is truncated or corrupt (not a Paddle program): "
+                            f"{what}", path) from e
+    if not program.blocks:
+        raise ModelDirError(f"{path} holds no program: {what}", path)
+    ops = [op.type for op in program.blocks[0].ops]
+    if "feed" not in ops or "fetch" not in ops:
+        raise ModelDirError(f"{path} is truncated or not an inference program (no "
+                            f"{'feed' if 'feed' not in ops else 'fetch'} op): {what}", path)
+    kinds = framework_pb2.VarType.Type
+    dense = kinds.Value("DENSE_TENSOR" if "DENSE_TENSOR" in kinds.keys() else "LOD_TENSOR")
+    field = "dense_tensor" if "dense_tensor" in framework_pb2.VarType.DESCRIPTOR.fields_by_name \
+        else "lod_tensor"
+    classes = {a.i for op in program.blocks[0].ops if op.type == "yolo_box"
+               for a in op.attrs if a.name == "class_num"}
+    return [list(getattr(v.type, field).tensor.dims) for v in program.blocks[0].vars
+            if v.persistable and v.type.type == dense], \
+        (classes.pop() if len(classes) == 1 else None)
+
+
+def _param_records(path, what):
+    """Walk a combined ``.pdiparams`` (one ``save_dense_tensor`` record per parameter)
+    without reading the data: the list of shapes; an error unless it ends exactly."""
+    from paddle.base.proto import framework_pb2
+    if not os.path.isfile(path):
+        _read(path, what)                  # the right one-line error
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ModelDirError(f"{path} is empty: {what}", path)
+    shapes = []
+    bad = ModelDirError(f"{path} is truncated or corrupt (a parameter record ends past the "
+                        f"file's end): {what}", path)
+    try:
+        with open(path, "rb") as f:
+            while f.tell() < size:
+                head = f.read(12)
+                if len(head) < 12:
+                    raise bad
+                lod_levels = struct.unpack("<Q", head[4:])[0]
+                if lod_levels > 8:
+                    raise bad
+                for _ in range(lod_levels):
+                    (n,) = struct.unpack("<Q", f.read(8))
+                    f.seek(n, 1)
+                head = f.read(8)
+                if len(head) < 8:
+                    raise bad
+                (desc_size,) = struct.unpack("<i", head[4:])
+                if not 0 < desc_size < 1 << 20:
+                    raise bad
+                desc = framework_pb2.VarType.TensorDesc.FromString(f.read(desc_size))
+                numel = int(np.prod(desc.dims)) if len(desc.dims) else 1
+                step = numel * _DTYPE_BYTES.get(desc.data_type, 4)
+                if f.tell() + step > size:
+                    raise bad
+                f.seek(step, 1)
+                shapes.append(list(desc.dims))
+    except ModelDirError:
+        raise
+    except OSError as e:
+        raise ModelDirError(f"cannot read {path}: {e.strerror or e}", path) from e
+    except Exception as e:             # a record that does not parse
+        raise bad from e
+    return shapes
+
+
+def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="model"):
+    """Check an exported model folder before Paddle loads it; returns the program's path.
+
+    ``need``: what the caller loads: ``program`` (``PREFIX.pdmodel``, or PIR
+    ``PREFIX.json``), ``params`` (``PREFIX.pdiparams``), ``infer_cfg`` (``infer_cfg.yml``).
+    Each must exist and be readable; the program must parse (the legacy protobuf, or JSON)
+    and hold feed and fetch ops; the parameters file must hold whole records, one per
+    persistable variable of the program with its shape; ``infer_cfg.yml`` must be YAML with
+    a Preprocess list. Raises ``ModelDirError`` (a ``UserError``: one line, exit 2) naming
+    the first broken file. Cheap: the parameters' data is skipped, not read."""
+    what = f"{_AGAIN} (tools/export_model.py)"
+    if not os.path.lexists(model_dir):
+        # an export killed between the two renames of the fallback swap: put it back
+        from ppdet.utils.atomic import recover_dir
+        recover_dir(model_dir)
+    if not os.path.isdir(model_dir):
+        raise ModelDirError(f"model folder {model_dir} not found: {what}" if not
+                            os.path.exists(model_dir) else
+                            f"--model_dir {model_dir} is a file: give the exported folder",
+                            model_dir)
+    base = os.path.join(model_dir, prefix)
+    program_path, wanted, classes = base + ".pdmodel", None, None
+    if "program" in need or "params" in need:
+        if not os.path.exists(program_path) and os.path.exists(base + ".json"):
+            program_path = base + ".json"
+            text = _read(program_path, what)
+            try:
+                json.loads(text.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ModelDirError(f"{program_path} is truncated or corrupt (not JSON): "
+                                    f"{what}", program_path) from e
+        else:
+            wanted, classes = _legacy_program(program_path, what)
+    if "params" in need:
+        params = base + ".pdiparams"
+        shapes = _param_records(params, what)
+        if wanted is not None and sorted(map(tuple, shapes)) != sorted(map(tuple, wanted)):
+            raise ModelDirError(f"{params} holds {len(shapes)} parameters that do not match "
+                                f"the {len(wanted)} of {program_path} (from another export?): "
+                                f"{what}", params)
+    if "infer_cfg" in need:
+        path = os.path.join(model_dir, "infer_cfg.yml")
+        data = _read(path, what)
+        try:
+            cfg = yaml.safe_load(data.decode("utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ModelDirError(f"{path} is truncated or corrupt (not YAML): {what}",
+                                path) from e
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("Preprocess"), list):
+            raise ModelDirError(f"{path} has no Preprocess list: {what}", path)
+        if not data.endswith(b"\n"):
+            raise ModelDirError(f"{path} is truncated (it does not end with a line break): "
+                                f"{what}", path)
+        labels = cfg.get("label_list")
+        if labels is not None and not isinstance(labels, list):
+            raise ModelDirError(f"{path}: label_list is not a list: {what}", path)
+        if classes is not None and labels is not None and len(labels) != classes:
+            raise ModelDirError(f"{path} lists {len(labels)} labels but the program detects "
+                                f"{classes} classes (truncated, or from another export): "
+                                f"{what}", path)
+    return program_path
+
+
+def paddle_error_line(exc):
+    """The line of a Paddle C++ error that says what went wrong (not the C++ stack)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if re.match(r"^\(\w+\) ", ln):
+            return ln
+    lines = [ln for ln in lines if not set(ln) <= set("-=") and "Traceback" not in ln
+             and not re.match(r"^\d+\s", ln)]
+    return lines[0] if lines else type(exc).__name__
 
 
 def preprocess_image(image_rgb, steps):
@@ -160,6 +373,7 @@ class Predictor:
 
     def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True):
         from paddle import inference
+        program = check_model_dir(model_dir)   # a broken folder: one line naming the file
         path = os.path.join(model_dir, "infer_cfg.yml")
         try:
             with open(path) as f:
@@ -170,8 +384,7 @@ class Predictor:
                 not isinstance(self.infer_cfg.get("Preprocess"), list):
             raise ConfigError(f"{path} has no Preprocess list: export the model again with "
                               f"tools/export_model.py")
-        config = inference.Config(os.path.join(model_dir, "model.pdmodel"),
-                                  os.path.join(model_dir, "model.pdiparams"))
+        config = inference.Config(program, os.path.join(model_dir, "model.pdiparams"))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(cpu_threads)
         if use_mkldnn:
@@ -181,7 +394,11 @@ class Predictor:
         if memory_optim:
             config.enable_memory_optim()
         config.disable_glog_info()
-        self.predictor = inference.create_predictor(config)
+        try:
+            self.predictor = inference.create_predictor(config)
+        except (RuntimeError, ValueError, OSError) as e:
+            raise ModelDirError(f"Paddle Inference cannot load {model_dir}: "
+                                f"{paddle_error_line(e)} ({_AGAIN})", model_dir) from e
 
     def run(self, image, im_shape, scale_factor, raw=False):
         """Batched numpy inputs -> (bbox [K,6], bbox_num [N]); with ``raw`` also the list

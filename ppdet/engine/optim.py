@@ -3,13 +3,101 @@
 PaddleDetection 2.x syntax: milestones are in epochs, warm-up in steps; the schedule
 is stepped once per iteration.
 """
+import math
+
 import paddle
 from paddle.optimizer import lr as lr_sched
 
 from ppdet.core.config import ConfigError
 from ppdet.core.registry import LR_SCHEDULES, OPTIMIZERS
 
-__all__ = ["build_lr", "build_optimizer"]
+__all__ = ["build_lr", "build_optimizer", "check_schedule"]
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _whole(key, value, low, option=True):
+    """``value`` of config key ``key`` is an integer >= ``low`` (the message says what
+    to give instead: the nearest value that works)."""
+    if not _number(value) or int(value) != value or value < low:
+        shown = value if not isinstance(value, str) else repr(value)
+        fix = max(low, math.ceil(value)) if _number(value) else max(low, 1)
+        raise ConfigError(f"{key} is {shown}: it must be a whole number >= {low} "
+                          f"(e.g. {f'-o {key}=' if option else ''}{fix})")
+    return int(value)
+
+
+def check_schedule(cfg):
+    """The training length and LR schedule mean something, before any slow step.
+
+    ``epoch`` and ``snapshot_epoch`` are whole numbers >= 1; ``LearningRate.base_lr`` > 0;
+    a PiecewiseDecay's milestones are positive and never decrease (a schedule that would
+    end before it starts; two equal ones decay twice at once), with one more value than
+    milestones when values are given;
+    CosineDecay's ``max_epochs`` >= 1 and ``min_lr`` in [0, base_lr); LinearWarmup's
+    ``steps``/``epochs`` >= 0 and ``start_factor`` in [0, 1]. Each refusal is one
+    ConfigError naming the key and the smallest change that works."""
+    _whole("epoch", cfg.get("epoch", 1), 1)
+    _whole("snapshot_epoch", cfg.get("snapshot_epoch", 1), 1)
+    section = cfg.get("LearningRate") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("LearningRate must be a mapping (base_lr, schedulers)")
+    base_lr = section.get("base_lr", 0.001)
+    if not _number(base_lr) or base_lr <= 0:
+        raise ConfigError(f"LearningRate.base_lr is {base_lr}: it must be a number > 0 "
+                          f"(e.g. -o LearningRate.base_lr=0.001)")
+    schedulers = section.get("schedulers") or []
+    if not isinstance(schedulers, list):
+        raise ConfigError("LearningRate.schedulers must be a list, e.g. "
+                          "'[{name: PiecewiseDecay, milestones: [8, 11]}]'")
+    for item in schedulers:
+        if not isinstance(item, dict):
+            raise ConfigError(f"LearningRate.schedulers entry {item!r} is not a mapping: "
+                              f"e.g. '- !PiecewiseDecay {{milestones: [8, 11]}}'")
+        name = item.get("name") or item.get("type")
+        key = f"LearningRate {name}"
+        if name == "PiecewiseDecay":
+            milestones = item.get("milestones")
+            if milestones is not None:
+                if not isinstance(milestones, list) or not milestones or \
+                        not all(_number(m) for m in milestones):
+                    raise ConfigError(f"{key} milestones {milestones!r} must be a list of "
+                                      f"epochs, e.g. [8, 11]")
+                if min(milestones) <= 0:
+                    raise ConfigError(f"{key} milestones {milestones} must be epochs > 0: "
+                                      f"drop {min(milestones):g}")
+                if any(b < a for a, b in zip(milestones, milestones[1:])):
+                    fix = sorted(milestones)
+                    raise ConfigError(f"{key} milestones {milestones} are not increasing "
+                                      f"(the schedule would end before it starts): give "
+                                      f"{fix}")
+                values = item.get("values")
+                if values is not None and (not isinstance(values, list)
+                                           or len(values) != len(milestones) + 1):
+                    raise ConfigError(f"{key} has {len(milestones)} milestones, so it needs "
+                                      f"{len(milestones) + 1} values (one before each "
+                                      f"milestone and one after), not {values!r}")
+            gamma = item.get("gamma", 0.1)
+            if not _number(gamma) or gamma <= 0:
+                raise ConfigError(f"{key} gamma is {gamma}: it must be > 0 (e.g. 0.1)")
+        elif name == "CosineDecay":
+            if item.get("max_epochs") is not None:
+                _whole(f"{key} max_epochs", item["max_epochs"], 1, option=False)
+            min_lr = item.get("min_lr", 0.0)
+            if not _number(min_lr) or not 0 <= min_lr < base_lr:
+                raise ConfigError(f"{key} min_lr is {min_lr}: it must be in [0, base_lr "
+                                  f"{base_lr:g}), e.g. 0")
+        elif name == "LinearWarmup":
+            for k in ("steps", "epochs"):
+                if item.get(k) is not None:
+                    _whole(f"{key} {k}", item[k], 0, option=False)
+            factor = item.get("start_factor", 1. / 3)
+            if not _number(factor) or not 0 <= factor <= 1:
+                raise ConfigError(f"{key} start_factor is {factor}: it must be in [0, 1] "
+                                  f"(e.g. 0.1: start at a tenth of base_lr)")
+    return cfg
 
 
 @LR_SCHEDULES.register

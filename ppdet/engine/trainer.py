@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ppdet.engine import checkpoint as ckpt
 from ppdet.engine.builder import build_metric_for, build_model, build_reader
 from ppdet.engine.evaluate import evaluate, to_tensors
-from ppdet.engine.optim import build_lr, build_optimizer
+from ppdet.engine.optim import build_lr, build_optimizer, check_schedule
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["Trainer", "set_seed", "load_pretrain"]
@@ -57,6 +57,7 @@ def load_pretrain(model, path):
 
 class Trainer:
     def __init__(self, cfg, model=None, hooks=(), save_dir=None):
+        check_schedule(cfg)          # epoch >= 1, a schedule that can run: before the data
         self.cfg = cfg
         self.rank = paddle.distributed.get_rank()
         self.world_size = paddle.distributed.get_world_size()
@@ -91,6 +92,12 @@ class Trainer:
             # "unused values in state_dict ... LearningRateDecay" on every resume: harmless
             warnings.filterwarnings("ignore", message=".*unused values in state_dict")
             self.start_epoch = ckpt.load_resume(self.model, self.optimizer, path)
+        epochs = int(self.cfg.get("epoch", 1))
+        if self.start_epoch >= epochs:
+            from ppdet.core.errors import UserError
+            raise UserError(f"{path} was saved after {self.start_epoch} epochs and epoch is "
+                            f"{epochs}: nothing is left to train; give -o "
+                            f"epoch={self.start_epoch + 1} or more")
         hist = os.path.join(self.save_dir, "eval_history.json")
         if os.path.isfile(hist):
             with open(hist) as f:   # epochs in the file count from 1

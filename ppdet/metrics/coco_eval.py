@@ -106,8 +106,8 @@ class COCOMetric:
         """Write the detections as COCO results; a folder gets ``bbox.json`` inside it."""
         if os.path.isdir(path):
             path = os.path.join(path, "bbox.json")
-        with open(path, "w") as f:
-            json.dump(self.results(), f)
+        from ppdet.utils.atomic import atomic_write_bytes
+        atomic_write_bytes(path, json.dumps(self.results()).encode())   # never half-written
         return path
 
     def accumulate(self):

@@ -54,6 +54,20 @@ def network_order(names, order=None):
     return groups
 
 
+def _save(fig, path, **kw):
+    """The figure as PNG at ``path``, atomically (a reader never sees half a picture), and
+    closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from ppdet.utils.atomic import atomic_write_bytes
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", **kw)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _ratio_x(ratio, cols):
     """Position of a (possibly interpolated) ratio on the heatmap's column axis."""
     import numpy as np
@@ -162,8 +176,7 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
             pax.set_xlabel("share of filters pruned", fontsize=8)
         pax.legend(fontsize=5.5, loc="best", framealpha=0.6, ncol=1 + len(group) // 6)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -232,8 +245,5 @@ def plot_sparsity(log, path, small=1e-2):
         ax0.set_yticks(numbers)
         ax2.set_xticks(numbers)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    _save(fig, path, dpi=90)
     return path

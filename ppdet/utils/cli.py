@@ -6,6 +6,7 @@ and a non-zero exit status (2), and no traceback. Options are checked with the h
 here before any slow step (caching an eval set, a baseline evaluation, training).
 """
 import argparse
+import errno
 import functools
 import os
 import sys
@@ -14,7 +15,8 @@ from ppdet.core.errors import ConfigError, DataError, UserError, WriteError
 
 __all__ = ["ArgumentParser", "ArgsParser", "UserError", "ConfigError", "DataError",
            "WriteError", "run_main", "load_config_from_args", "check_range", "check_conflicts",
-           "check_writable_file", "check_writable_dir", "check_not_inputs", "one_line"]
+           "check_writable_file", "check_writable_dir", "check_not_inputs", "one_line",
+           "os_error_line"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -103,7 +105,12 @@ def check_writable_dir(name, path):
     if not os.path.isdir(probe):
         raise UserError(f"{name} {path}: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{name} {path}: cannot write in {probe} (permission denied)")
+        try:
+            read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+        except (OSError, AttributeError):
+            read_only = False
+        why = "the file system is read-only" if read_only else "permission denied"
+        raise UserError(f"{name} {path}: cannot write in {probe} ({why})")
     return path
 
 
@@ -141,13 +148,41 @@ def _user_error_types():
     return (UserError, CheckpointError, FileNotFoundError)
 
 
+# errors of the machine, not of the code: a full disk, a read-only or forbidden folder
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.EFBIG, errno.EISDIR, errno.ENOTDIR, errno.ENAMETOOLONG,
+                       errno.EMFILE, errno.ENFILE, errno.EIO}
+
+
+def os_error_line(exc):
+    """One line for an ``OSError`` of the machine (no space, read-only, permission): the
+    path it names and what to do; None for one that is a bug (a traceback then)."""
+    if exc.errno not in _ENVIRONMENT_ERRNOS:
+        return None
+    from ppdet.utils.atomic import write_reason
+    where = exc.filename if exc.filename is not None else None
+    if where is None:
+        return f"{write_reason(exc)} (a write or read failed; no file was named)"
+    return f"cannot write {where}: {write_reason(exc)}" if exc.errno in (
+        errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else \
+        f"cannot access {where}: {write_reason(exc)}"
+
+
 def run_main(fn):
-    """Decorator: turn expected user errors into one line on stderr and exit 2."""
+    """Decorator: turn expected user errors into one line on stderr and exit 2. So is an
+    ``OSError`` of the machine (no space left, a read-only file system, no permission): one
+    line naming the path (writes are atomic, so nothing half-written is left)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except _user_error_types() as e:
             print(f"error: {one_line(e)}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:
+            line = os_error_line(e)
+            if line is None:
+                raise
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
     return wrapper

@@ -7,7 +7,9 @@ Writes OUTPUT_DIR/<run name>/ (NAME_pruned for output/NAME_pruned/model_final), 
 pruned export never replaces the baseline's. The checkpoint's channel plan rebuilds the
 pruned shapes (no ratios needed). Prints every
 pruned parameter's shape, exports (paddle.jit.save + infer_cfg.yml), then checks that
-Paddle Inference with oneDNN gives the dygraph model's detections on sample images.
+Paddle Inference with oneDNN gives the dygraph model's detections on sample images. The
+export is verified before it is swapped in: a failed verification, a full disk or a kill
+leaves a previous export in that folder exactly as it was.
 """
 import os
 import sys
@@ -37,7 +39,7 @@ def main(argv=None):
 
     from ppdet.engine.builder import build_dataset, build_model, class_names_for
     from ppdet.engine.checkpoint import load_weights
-    from ppdet.engine.export import export_model, verify_export
+    from ppdet.engine.export import check_export_target, export_model, verify_export
     reference = {p.name: list(p.shape) for p in build_model(cfg).parameters()}
     from ppdet.utils.outputs import run_name
     model = build_model(cfg)
@@ -48,8 +50,27 @@ def main(argv=None):
     for name, before, after in pruned:
         print(f"  {name}: {before} -> {after}")
     folder = os.path.join(args.output_dir, run_name(cfg, cfg.get("weights"), meta))
-    out = export_model(model, cfg, folder, class_names_for(cfg))
+    check_export_target(folder)
+    images = [r["im_file"] for r in build_dataset(cfg, "eval").records[:args.verify_images]] \
+        if args.verify_images > 0 else []
+    verified = []
+
+    def verify(tmp):                # before the swap: a failure keeps the previous export
+        try:
+            verified.append(verify_export(model, tmp, images))
+        except AssertionError as e:
+            raise UserError(f"export verification failed: {e} (nothing was replaced in "
+                            f"{folder})") from e
+    out = export_model(model, cfg, folder, class_names_for(cfg),
+                       verify=verify if images else None)
     print(f"exported to {out}/ (model.pdmodel, model.pdiparams, infer_cfg.yml)")
+    if verified:
+        result = verified[0]
+        n, boxes, box_err, score_err = result
+        print(f"verified with Paddle Inference + oneDNN on {n} images: {result.values} raw "
+              f"head output values (max relative difference {result.head_diff:.1e}), "
+              f"{boxes} boxes, max relative box difference {box_err:.1e}, max score "
+              f"difference {score_err:.1e}")
     from ppdet.slim.latency.table import predicted_latency
     predicted, table = predicted_latency(cfg, model)
     if predicted is not None:           # a latency table for this config: check it
@@ -59,18 +80,6 @@ def main(argv=None):
                              stat=STAT)
         print(f"latency: measured {ms:.2f} ms, predicted {predicted:.2f} ms by "
               f"{table.path} ({predicted / ms - 1:+.1%})")
-    if args.verify_images > 0:
-        images = [r["im_file"] for r in build_dataset(cfg, "eval").records[:args.verify_images]]
-        try:
-            result = verify_export(model, out, images)
-            n, boxes, box_err, score_err = result
-        except AssertionError as e:
-            raise UserError(f"export verification failed: {e}") from e
-        print(f"verified with Paddle Inference + oneDNN on {n} images: {result.values} raw "
-              f"head output values (max relative difference {result.head_diff:.1e}), "
-              f"{boxes} boxes, max relative box difference {box_err:.1e}, max score "
-              f"difference {score_err:.1e}")
-
 
 if __name__ == "__main__":
     main()

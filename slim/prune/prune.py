@@ -66,6 +66,9 @@ def main(argv=None):
     req = from_args(PruneRequest, args)            # every option, before anything slow
     cfg = load_config_from_args(args)
     check_writable_dir("save_dir", cfg.get("save_dir", "output"))
+    if not args.no_finetune and not args.print_params:
+        from ppdet.engine.optim import check_schedule
+        check_schedule(cfg)         # before the pruning: fine-tuning could not run
 
     from ppdet.slim import pipelines
     if args.print_params:

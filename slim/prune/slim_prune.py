@@ -44,6 +44,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     req = from_args(SlimRequest, args)             # every option, before anything slow
     cfg = load_config_from_args(args)
+    if req.finetune:
+        from ppdet.engine.optim import check_schedule
+        check_schedule(cfg)         # before the slimming: fine-tuning could not run
     from ppdet.slim.pipelines.slimming import slim_and_finetune
     return slim_and_finetune(cfg, req)
 

@@ -17,7 +17,12 @@ from ppdet.slim.prune import search as flops_search
 from ppdet.slim.prune.costs import Costs
 from ppdet.slim.prune.graph import PruneGraph
 from ppdet.slim.prune.params import select_params
-from ppdet.slim.prune.ratios import check_sensitivities_fit, destructive_warnings, pair_ratios
+from ppdet.slim.prune.ratios import (
+    check_filters_left,
+    check_sensitivities_fit,
+    destructive_warnings,
+    pair_ratios,
+)
 
 __all__ = ["choose_ratios", "PruneResult", "prune_and_finetune", "resume_folder",
            "resume_finetune"]
@@ -64,9 +69,13 @@ def _from_sensitivities(model, image_size, req, graph, table, target_ms):
 
 def _uniform_for_flops(model, image_size, req, graph, log):
     names = select_params(model, req.pruned_params)
-    ratio, got = _searched(flops_search.uniform_ratio_for_flops, Costs(graph, image_size),
-                           names, req.target_ratio)
+    costs = Costs(graph, image_size)
+    ratio, got = _searched(flops_search.uniform_ratio_for_flops, costs, names, req.target_ratio)
     filters = {p.name: p.shape[0] for p in model.parameters()}
+    check_filters_left("--target_ratio", req.target_ratio, ratio,
+                       {n: filters[n] for n in names}, req.align,
+                       reduction=lambda r: flops_search.flops_reduction(
+                           costs, {n: r for n in names}))
     log(f"--target_ratio {req.target_ratio:g} is a share of FLOPs: it takes filter ratio "
         f"{ratio:g} ({ratio:.0%} of the filters of each of {len(names)} convs), "
         f"which removes {got:.1%} of the FLOPs")

@@ -8,7 +8,7 @@ from ppdet.slim.prune.costs import count_params
 from ppdet.slim.prune.params import conv_table, parse_ratios, select_groups
 from ppdet.slim.prune.pruner import FilterPruner
 
-__all__ = ["check_sensitivities_fit", "pair_ratios", "destructive_warnings",
+__all__ = ["check_filters_left", "check_sensitivities_fit", "pair_ratios", "destructive_warnings",
            "align_ratios", "count_params", "prune_model", "summary"]
 
 
@@ -104,3 +104,32 @@ def summary(kept, flops_before, flops_after, params_before, params_after):
         lines.append(f"| {name} | {b} | {a} | {1 - a / b:.1%} |")
     return "\n".join(lines)
 
+
+def check_filters_left(option, value, ratio, filters, align=None, reduction=None):
+    """A uniform filter ``ratio`` (what ``option value``, e.g. ``--target_ratio 0.9``,
+    asks for) must leave every conv of ``filters`` (``{name: filter count}``) at least
+    ``align`` filters (1 without ``--align``); else one UserError naming the conv that loses
+    most, with the largest filter ratio that works and, when ``reduction(ratio)`` (the
+    share of FLOPs a filter ratio removes) is given, the largest ``option`` value that
+    works. Returns ``ratio``."""
+    floor = max(int(align or 1), 1)
+    if not filters:
+        return ratio
+    kept = {n: c - int(round(c * ratio)) for n, c in filters.items()}
+    worst = min(kept, key=lambda n: (kept[n], filters[n]))
+    if kept[worst] >= floor:
+        return ratio
+    if filters[worst] < floor:
+        raise UserError(f"{option} {value:g}: {worst} has only {filters[worst]} filters, "
+                        f"fewer than --align {floor}: leave it out of --pruned_params or "
+                        f"lower --align")
+    # the largest ratio r with c - round(c * r) >= floor for every conv c
+    best = min((c - floor + 0.5) / c for c in filters.values()) - 1e-9
+    best = max(0.0, int(best * 1e4) / 1e4)
+    fix = f"filter ratio at most {best:g}"
+    if reduction is not None and best > 0:
+        fix = f"{option} at most {int(reduction(best) * 1000) / 1000:g} ({fix})"
+    left = f"leaves {worst} {kept[worst]} of {filters[worst]} filters, fewer than --align " \
+        f"{floor}" if floor > 1 else f"empties {worst} (all {filters[worst]} filters)"
+    raise UserError(f"{option} {value:g} takes filter ratio {ratio:g}, which {left}: give "
+                    f"{fix}, or name fewer small convs")

@@ -23,6 +23,10 @@ def make_predictor(prefix, threads=1, device="cpu"):
     """A Paddle Inference predictor for ``prefix``.pdmodel/.pdiparams: oneDNN with
     ``threads`` threads on the CPU, or GPU 0."""
     from paddle import inference
+
+    from ppdet.engine.export import check_model_dir
+    check_model_dir(os.path.dirname(prefix), need=("program", "params"),
+                    prefix=os.path.basename(prefix))
     config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
     if device == "gpu":
         config.enable_use_gpu(256, 0)
