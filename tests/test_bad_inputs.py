@@ -6,8 +6,6 @@ stderr that starts with ``error:`` and names the offending value or file, no tra
 and that every file of the shared fixture folder (configs, weights, sensitivities files and
 sidecars, datasets) is byte-identical afterwards, with no new file beside them but locks.
 """
-import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -15,24 +13,13 @@ import shutil
 
 import pytest
 import yaml
+from helpers import assert_one_error_line, assert_unchanged, script, snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 SHAPES_VOC = os.path.join(ROOT, "dataset/shapes/voc")
 CONV = "yolo_block.0.tip.conv.weights"
 N_EVAL = 8
-_SCRIPTS = {}
-
-
-def script(rel):
-    """A script's module, imported from its file once."""
-    if rel not in _SCRIPTS:
-        name = "script_" + rel.replace("/", "_").replace(".py", "")
-        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, rel))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _SCRIPTS[rel] = module
-    return _SCRIPTS[rel]
 
 
 def _voc_copy(root, name, images, corrupt=(), xml_edit=None):
@@ -363,16 +350,6 @@ CASES = [
 ]
 
 
-def _snapshot(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            path = os.path.join(dirpath, f)
-            with open(path, "rb") as fh:
-                out[path] = hashlib.sha256(fh.read()).hexdigest()
-    return out
-
-
 def test_the_table_is_large_and_covers_every_script():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
@@ -385,20 +362,11 @@ def test_the_table_is_large_and_covers_every_script():
 
 @pytest.mark.parametrize("rel, argv, words", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_and_changes_nothing(ctx, capsys, rel, argv, words):
-    before = _snapshot(ctx.root)
+    before = snapshot(ctx.root)
     args = argv(ctx)
     with pytest.raises(SystemExit) as e:
         script(rel).main(args)
     err = capsys.readouterr().err
     assert e.value.code not in (0, None), err
-    # what a terminal shows: progress bars redraw with \r, and a closed one is cleared
-    lines = [ln.split("\r")[-1] for ln in err.split("\n")]
-    lines = [ln for ln in lines if ln.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error:") and "Traceback" not in err, err
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-    after = _snapshot(ctx.root)
-    assert {p: h for p, h in after.items() if p in before} == before
-    new = [p for p in after if p not in before and not p.endswith(".lock")]
-    assert not new, new
+    assert_one_error_line(err, words)
+    assert_unchanged(before, snapshot(ctx.root))

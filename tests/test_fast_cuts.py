@@ -8,12 +8,10 @@ import time
 import numpy as np
 import paddle
 import pytest
+from helpers import masked_setup
 
 from ppdet.core.config import load_config
-from ppdet.engine.builder import build_dataset, build_metric_for, build_model
-from ppdet.engine.checkpoint import load_weights
-from ppdet.slim.prune.pruner import FilterPruner
-from ppdet.slim.sensitivity.cache import EvalCache
+from ppdet.engine.builder import build_model
 from ppdet.slim.sensitivity.cuts import cuts_of, prefix_states
 from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
 from ppdet.slim.sensitivity.worker import run_batches
@@ -29,13 +27,7 @@ PAIRS = [("conv4_2_sep_weights", 0.5), ("conv5_5_sep_weights", 0.7),      # back
 
 @pytest.fixture(scope="module")
 def setup(trained):
-    cfg = load_config(CFG)
-    model = build_model(cfg)
-    load_weights(model, trained)
-    cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
-                      max_samples=24, progress=False)
-    metric = build_metric_for(cfg, cache.dataset)
-    pruner = FilterPruner(model)
+    _, model, cache, metric, pruner = masked_setup(CFG, trained, 24)
     ev = MaskedEvaluator(model, cache, metric, pruner, 8)
     whole = MaskedEvaluator(model, cache, metric, pruner, 8, cut_budget=0)
     yield model, cache, metric, pruner, ev, whole

@@ -6,9 +6,8 @@ import os
 import numpy as np
 import paddle
 import pytest
+from helpers import head_outputs, random_bn_model
 
-from ppdet.core.config import load_config
-from ppdet.engine.builder import build_model
 from ppdet.modeling import surgery
 from ppdet.slim import compat
 from ppdet.slim.prune import graph as graph_mod
@@ -27,18 +26,7 @@ SIZE = (96, 96)
 
 
 def _model(kind, seed=0):
-    paddle.seed(seed)
-    model = build_model(load_config(os.path.join(ROOT, CONFIGS[kind])))
-    rng = np.random.RandomState(seed)
-    for layer in model.sublayers():        # non-trivial BN so masking is a real check
-        if isinstance(layer, paddle.nn.BatchNorm):
-            n = layer.weight.shape[0]
-            layer.weight.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
-            layer.bias.set_value(rng.uniform(-0.5, 0.5, n).astype("float32"))
-            layer._mean.set_value(rng.uniform(-0.2, 0.2, n).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
-    model.eval()
-    return model
+    return random_bn_model(CONFIGS[kind], seed)
 
 
 _CACHE = {}
@@ -53,9 +41,7 @@ def _case(kind):
     return _CACHE[kind]
 
 
-def _outputs(model, x):
-    with paddle.no_grad():
-        return [o.numpy() for o in model.head_outputs(x)]
+_outputs = head_outputs
 
 
 def _paddleslim_kept(model, ratios, criterion):

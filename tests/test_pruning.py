@@ -4,9 +4,8 @@ import os
 import numpy as np
 import paddle
 import pytest
+from helpers import head_outputs, random_bn_model
 
-from ppdet.core.config import load_config
-from ppdet.engine.builder import build_model
 from ppdet.slim.prune.params import format_params, parse_ratios, select_params
 from ppdet.slim.prune.pruner import FilterPruner
 from ppdet.utils.cli import UserError
@@ -16,23 +15,10 @@ CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 
 
 def _model(seed=0):
-    paddle.seed(seed)
-    model = build_model(load_config(CFG))
-    rng = np.random.RandomState(seed)
-    for layer in model.sublayers():        # non-trivial BN so masking is a real check
-        if isinstance(layer, paddle.nn.BatchNorm):
-            n = layer.weight.shape[0]
-            layer.weight.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
-            layer.bias.set_value(rng.uniform(-0.5, 0.5, n).astype("float32"))
-            layer._mean.set_value(rng.uniform(-0.2, 0.2, n).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
-    model.eval()
-    return model
+    return random_bn_model(CFG, seed)
 
 
-def _outputs(model, x):
-    with paddle.no_grad():
-        return [o.numpy() for o in model.head_outputs(x)]
+_outputs = head_outputs
 
 
 @pytest.fixture(scope="module")

@@ -179,3 +179,27 @@ def test_readme_walkthrough_runs(tmp_path, trained, shapes_root):
                  "output/val_00000.jpg", "output/deploy/val_00000.jpg",
                  "slim/sensitive/demo.png", "output/report.md"):
         assert os.path.isfile(work / path), path
+
+
+def _layout_paths():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    table = text.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    return [m.group(1) for m in re.finditer(r"^\| `([^`]+)` \|", table, flags=re.M)]
+
+
+def test_layout_table_matches_the_tree():
+    """Every path the README's Layout table names exists, and every top-level folder, every
+    room of ppdet/ and every room of ppdet/slim/ has its row."""
+    paths = _layout_paths()
+    missing = [p for p in paths if not os.path.exists(os.path.join(ROOT, p))]
+    assert not missing, f"the Layout table names what the tree lacks: {missing}"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    top = {p.split("/")[0] + "/" for p in tracked if "/" in p and not p.startswith(".")}
+    rooms = {"/".join(p.split("/")[:2]) + "/" for p in tracked
+             if p.startswith("ppdet/") and p.count("/") >= 2}
+    slim = {"/".join(p.split("/")[:3]) + ("/" if p.count("/") >= 3 else "") for p in tracked
+            if p.startswith("ppdet/slim/") and not p.endswith("__init__.py")}
+    want = (top - {"ppdet/"}) | (rooms - {"ppdet/slim/"}) | slim
+    absent = sorted(want - set(paths))
+    assert not absent, f"rows missing from README's Layout table: {absent}"

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import masked_setup
 
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_dataset, build_metric_for, build_model
@@ -169,13 +170,7 @@ def test_foreign_file_is_refused_untouched(tmp_path, trained):
 
 def test_fast_masked_evaluation_equals_real_pruning(trained):
     from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
-    cfg = load_config(CFG)
-    model = build_model(cfg)
-    load_weights(model, trained)
-    cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
-                      max_samples=32, progress=False)
-    metric = build_metric_for(cfg, cache.dataset)
-    pruner = FilterPruner(model)
+    _, model, cache, metric, pruner = masked_setup(CFG, trained, 32)
     fast = MaskedEvaluator(model, cache, metric, pruner)
     real = CachedEvaluator(model, cache, metric)
     assert abs(fast() - real()) < 1e-9

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import paddle
 import pytest
+from helpers import head_outputs, random_bn_model, slimming_bn
 
 from ppdet.core.config import load_config
 from ppdet.engine.builder import build_model
@@ -23,24 +24,10 @@ SIZE = [160, 160]
 
 
 def _model(seed=0):
-    """The tiny model with random BN statistics, so every offset and mean matters."""
-    paddle.seed(seed)
-    rng = np.random.RandomState(seed)
-    model = build_model(load_config(CFG))
-    for layer in model.sublayers():
-        if isinstance(layer, paddle.nn.BatchNorm):
-            n = layer.weight.shape[0]
-            layer.weight.set_value(rng.uniform(0.01, 1, n).astype("float32"))
-            layer.bias.set_value((rng.randn(n) * 0.5).astype("float32"))
-            layer._mean.set_value((rng.randn(n) * 0.1).astype("float32"))
-            layer._variance.set_value(rng.uniform(0.5, 2, n).astype("float32"))
-    model.eval()
-    return model
+    return random_bn_model(CFG, seed, slimming_bn)
 
 
-def _outputs(model, x):
-    with paddle.no_grad():
-        return [o.numpy() for o in model.head_outputs(x)]
+_outputs = head_outputs
 
 
 def _close(a, b):

@@ -6,7 +6,7 @@ resumable build (:mod:`.build`) and the latency-target searches (:mod:`.search`)
 :mod:`ppdet.slim.prune`, ``ppdet.engine`` (builder, export, latency), ``ppdet.core`` and
 ``ppdet.utils``; not sensitivity, slimming or pipelines.
 """
-import importlib
+from ppdet.utils.lazy import lazy_getattr
 
 # the room's public names, imported on first use (the CLI's start-up stays lean)
 _API = {
@@ -44,11 +44,4 @@ _API = {
     "work_items": "build",
 }
 
-
-def __getattr__(name):
-    if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    try:                                   # a submodule: ``room.store``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, _API)

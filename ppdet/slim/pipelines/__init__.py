@@ -9,7 +9,7 @@ the ways of choosing ratios), :func:`~.slimming.slim_and_finetune`, and
 other room and ``ppdet.engine`` (trainer, checkpoints); nothing imports it but scripts,
 bench/ and tests. Every step prints through ``log``; only rank 0 writes files.
 """
-import importlib
+from ppdet.utils.lazy import lazy_getattr
 
 # the room's public names, imported on first use (the CLI's start-up stays lean)
 _API = {
@@ -32,11 +32,4 @@ _API = {
     "slim_and_finetune": "slimming",
 }
 
-
-def __getattr__(name):
-    if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    try:                                   # a submodule: ``room.store``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, _API)

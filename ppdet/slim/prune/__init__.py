@@ -9,7 +9,7 @@ parameter names (:mod:`.params`), FLOPs and loss searches (:mod:`.search`) and r
 :mod:`ppdet.modeling`, ``ppdet.core`` and ``ppdet.utils``; nothing else of ``ppdet.slim`` and
 no engine: every other room builds on this one.
 """
-import importlib
+from ppdet.utils.lazy import lazy_getattr
 
 # the room's public names, imported on first use (the CLI's start-up stays lean)
 _API = {
@@ -29,6 +29,7 @@ _API = {
     "align_ratios": "ratios",
     "apply_plan": "plan",
     "bn_scale": "criteria",
+    "check_filters_left": "ratios",
     "check_sensitivities_fit": "ratios",
     "conv_table": "params",
     "count_flops": "costs",
@@ -61,11 +62,4 @@ _API = {
     "uniform_ratio_for_flops": "search",
 }
 
-
-def __getattr__(name):
-    if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    try:                                   # a submodule: ``room.store``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, _API)

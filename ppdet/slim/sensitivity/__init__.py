@@ -8,7 +8,7 @@ worker processes (:mod:`.worker`) and core sharing between processes (:mod:`.cor
 import :mod:`ppdet.slim.prune`, ``ppdet.engine.evaluate`` / ``weights``, ``ppdet.data``,
 ``ppdet.modeling``, ``ppdet.core`` and ``ppdet.utils``; not latency, slimming or pipelines.
 """
-import importlib
+from ppdet.utils.lazy import lazy_getattr
 
 # the room's public names, imported on first use (the CLI's start-up stays lean)
 _API = {
@@ -16,7 +16,7 @@ _API = {
     "CalibSet": "bn_calib",
     "CoreShare": "cores",
     "Cut": "cuts",
-    "EvalCache": "analysis",
+    "EvalCache": "cache",
     "META_SUFFIX": "store",
     "MaskedEvaluator": "fast_eval",
     "MaskedMeasure": "analysis",
@@ -29,7 +29,7 @@ _API = {
     "check_device": "fast_eval",
     "cpu_cores": "cores",
     "cuts_of": "cuts",
-    "eval_set_digest": "analysis",
+    "eval_set_digest": "cache",
     "fingerprint": "analysis",
     "launch_local_size": "cores",
     "legacy_eval_set_digest": "analysis",
@@ -51,11 +51,4 @@ _API = {
     "using_stats": "bn_calib",
 }
 
-
-def __getattr__(name):
-    if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    try:                                   # a submodule: ``room.store``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, _API)

@@ -7,7 +7,7 @@ exact channel removal with offsets folded into consumers (:mod:`.channels`, on t
 ``ppdet.modeling``, ``ppdet.core`` and ``ppdet.utils``; not sensitivity, latency or
 pipelines.
 """
-import importlib
+from ppdet.utils.lazy import lazy_getattr
 
 # the room's public names, imported on first use (the CLI's start-up stays lean)
 _API = {
@@ -20,7 +20,6 @@ _API = {
     "global_threshold": "channels",
     "group_masks": "channels",
     "layer_masks": "channels",
-    "plot_sparsity": "sparsity",
     "prune_channels": "channels",
     "prune_layers": "layers",
     "remove_layers": "layers",
@@ -29,11 +28,4 @@ _API = {
     "zero_scales": "channels",
 }
 
-
-def __getattr__(name):
-    if name in _API:
-        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    try:                                   # a submodule: ``room.store``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_getattr(__name__, _API)

@@ -1,0 +1,107 @@
+"""Helpers several test files share: tiny models with random BN, the outputs pruning tests
+compare, the masked-evaluation set-up, and the one-line-error check of the bad-input tables.
+"""
+import hashlib
+import importlib.util
+import os
+
+import numpy as np
+import paddle
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def moderate_bn(rng, n):
+    """BN scales near 1 and small shifts: masking errors show, nothing is near zero."""
+    return (rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n), rng.uniform(-0.2, 0.2, n),
+            rng.uniform(0.5, 1.5, n))
+
+
+def slimming_bn(rng, n):
+    """Scales from 0.01 to 1 and wide offsets: every folded offset and mean matters."""
+    return (rng.uniform(0.01, 1, n), rng.randn(n) * 0.5, rng.randn(n) * 0.1,
+            rng.uniform(0.5, 2, n))
+
+
+def random_bn_model(config, seed=0, draw=moderate_bn):
+    """The config's model (relative to the repository) in eval mode, every BN's scale,
+    offset, mean and variance drawn by ``draw(rng, n)`` from one seed."""
+    from ppdet.core.config import load_config
+    from ppdet.engine.builder import build_model
+    paddle.seed(seed)
+    rng = np.random.RandomState(seed)
+    model = build_model(load_config(os.path.join(ROOT, config)))
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm):
+            w, b, mean, var = draw(rng, layer.weight.shape[0])
+            for param, value in ((layer.weight, w), (layer.bias, b), (layer._mean, mean),
+                                 (layer._variance, var)):
+                param.set_value(np.asarray(value).astype("float32"))
+    model.eval()
+    return model
+
+
+def head_outputs(model, x):
+    """The raw head outputs as numpy arrays, no gradients."""
+    with paddle.no_grad():
+        return [o.numpy() for o in model.head_outputs(x)]
+
+
+def masked_setup(config, weights, max_samples):
+    """``(cfg, model, cache, metric, pruner)``: trained weights, the eval set cached (the
+    first ``max_samples`` images), the config's metric and a pruner on the model."""
+    from ppdet.core.config import load_config
+    from ppdet.engine.builder import build_dataset, build_metric_for, build_model
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.slim.prune.pruner import FilterPruner
+    from ppdet.slim.sensitivity.cache import EvalCache
+    cfg = load_config(os.path.join(ROOT, config))
+    model = build_model(cfg)
+    load_weights(model, weights)
+    cache = EvalCache(build_dataset(cfg, "eval"), cfg["EvalReader"]["sample_transforms"],
+                      max_samples=max_samples, progress=False)
+    return cfg, model, cache, build_metric_for(cfg, cache.dataset), FilterPruner(model)
+
+
+_SCRIPTS = {}
+
+
+def script(rel):
+    """A script's module, imported from its file once."""
+    if rel not in _SCRIPTS:
+        name = "script_" + rel.replace("/", "_").replace(".py", "")
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, rel))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _SCRIPTS[rel] = module
+    return _SCRIPTS[rel]
+
+
+def snapshot(root):
+    """``{path: sha256}`` of every file under ``root``."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            path = os.path.join(dirpath, f)
+            with open(path, "rb") as fh:
+                out[path] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def assert_one_error_line(err, words=()):
+    """``err`` is what a terminal shows as one ``error:`` line (progress bars redraw with
+    \\r, and a closed one is cleared), no traceback, holding every one of ``words``."""
+    lines = [ln.split("\r")[-1] for ln in err.split("\n")]
+    lines = [ln for ln in lines if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error:") and "Traceback" not in err, err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def assert_unchanged(before, after):
+    """Every file of the ``before`` snapshot byte-identical, and no new file but locks."""
+    assert {p: h for p, h in after.items() if p in before} == before
+    new = [p for p in after if p not in before and not p.endswith(".lock")]
+    assert not new, new
