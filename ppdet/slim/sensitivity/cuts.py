@@ -16,14 +16,19 @@ MobileNetV2), a cut before every block. Anything else has no cuts (the whole pro
 import numpy as np
 import paddle
 
-from ppdet.modeling.architectures.ssd import SSD
-from ppdet.modeling.architectures.yolov3 import YOLOv3
+from ppdet.modeling.architectures.one_stage import OneStageDetector
 from ppdet.modeling.backbones.mobilenet_v1 import TappedBackbone
 from ppdet.modeling.heads.yolo_head import YoloDetBlock, YOLOv3Head
 
 __all__ = ["Cut", "cuts_of", "trace_cut", "prefix_states"]
 
-_HEADS = {YOLOv3.head_outputs: "yolo_head", SSD.head_outputs: "ssd_head"}
+
+
+def _backbone_then_head(model):
+    """A detector whose raw outputs are ``head(backbone(image))`` and nothing else: the
+    forward the cuts split."""
+    return isinstance(model, OneStageDetector) and \
+        type(model).head_outputs is OneStageDetector.head_outputs
 
 
 def _tapped(bb):
@@ -46,7 +51,7 @@ class Cut:
 
     def __init__(self, model, kind="backbone", at=None):
         self.model, self.kind, self.at = model, kind, at
-        self.head = getattr(model, _HEADS[type(model).head_outputs])
+        self.head = model.head
         bb = model.backbone
         n = len(bb.out_channels)
         self.name = kind if at is None else f"{kind}{at}" if kind == "block" else \
@@ -117,7 +122,7 @@ def _head_walk(head, feats, outs, route, start=(0, 0), x=None, stop=None, record
 
 def cuts_of(model):
     """Every cut of ``model``, or [] when its forward is not one we know."""
-    if _HEADS.get(getattr(type(model), "head_outputs", None)) is None:
+    if not _backbone_then_head(model):
         return []
     cuts = [Cut(model)]
     head = cuts[0].head
