@@ -141,6 +141,24 @@ def test_every_slim_room_imports_alone():
     assert r.returncode == 0, r.stderr[-800:]
 
 
+def test_every_public_name_of_a_room_resolves():
+    """A room's lazy API (``ppdet.slim.latency.build_table``) names only what its modules
+    define, and every name its modules list in ``__all__`` is in it."""
+    import importlib
+    import pkgutil
+    for room in sorted({_room(m) for m in import_graph() if _room(m)}):
+        pkg = importlib.import_module(f"ppdet.slim.{room}")
+        api = getattr(pkg, "_API", None)
+        if api is None:
+            continue
+        for name in api:
+            assert getattr(pkg, name) is not None, f"ppdet.slim.{room}.{name}"
+        for info in pkgutil.iter_modules(pkg.__path__):
+            mod = importlib.import_module(f"ppdet.slim.{room}.{info.name}")
+            missing = [n for n in getattr(mod, "__all__", ()) if n not in api]
+            assert not missing, f"ppdet.slim.{room}: {missing} not in its _API"
+
+
 if __name__ == "__main__":
     for c in cycles(_without_packages(import_graph())):
         print(" <-> ".join(c))
