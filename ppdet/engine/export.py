@@ -157,7 +157,8 @@ class Predictor:
     (measured 2-7% faster on the tiny YOLOv3, same outputs; bench/RESULTS.md).
     """
 
-    def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True):
+    def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True,
+                 simulate_int8=False):
         from paddle import inference
         path = os.path.join(model_dir, "infer_cfg.yml")
         try:
@@ -173,7 +174,13 @@ class Predictor:
                                   os.path.join(model_dir, "model.pdiparams"))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(cpu_threads)
-        if use_mkldnn:
+        # infer_cfg.yml's precision (fp32 when absent); an INT8 model gets oneDNN INT8 or
+        # is refused (ppdet.slim.quant.legacy_ir; simulate_int8: its FP32 simulation)
+        self.precision = str(self.infer_cfg.get("precision", "fp32")).lower()
+        if self.precision != "fp32":
+            from ppdet.slim.quant.legacy_ir import configure_predictor
+            configure_predictor(config, self.precision, use_mkldnn, simulate=simulate_int8)
+        elif use_mkldnn:
             config.enable_mkldnn()
         else:
             config.disable_mkldnn()
