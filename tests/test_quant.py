@@ -136,7 +136,7 @@ def test_oneDNN_runs_the_convs_in_int8(int8, tmp_path):
     assert types["quantize_linear"] == 0 and types["dequantize_linear"] == 0
     int8_convs = [op for op in ops if op.type() == "fused_conv2d"
                   and op.has_attr("mkldnn_data_type") and op.attr("mkldnn_data_type") == "int8"]
-    assert len(int8_convs) >= len(result.quantized_convs) // 2, types
+    assert len(int8_convs) == len(result.quantized_convs), types     # every one of them
 
 
 def _heads(predictor, images):
@@ -151,9 +151,10 @@ def test_int8_outputs_agree_with_the_fake_quant_simulation(int8, tmp_path):
     """oneDNN's INT8 kernels against the same quantized program run in FP32 (the fake-quant
     ops simulating the rounding). They cannot agree bit for bit: oneDNN requantizes between
     fused ops (conv + BN + leaky_relu as one INT8 op, outputs rounded to u8/s8 with their own
-    scale), where the simulation rounds only the conv inputs. Measured on this model: a
-    relative L2 difference of 0.06-0.11 per head output, the same size as the quantization
-    error itself (simulation vs FP32: 0.05-0.17). So: INT8 must be within 0.25 of the
+    scale), where the simulation rounds only the conv inputs. Measured on the tiny model (4
+    images x 3 heads): a relative L2 difference of 0.06-0.20 per head output, the same size
+    as the quantization error itself (simulation vs FP32: 0.05-0.14; INT8 vs FP32 0.03-0.17).
+    So: INT8 must be within 0.25 of the
     simulation (relative L2) and no further from it than twice the simulation's own
     distance from FP32 plus 0.05; the same detections lead (top class and box)."""
     _, result = int8

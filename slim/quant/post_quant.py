@@ -23,7 +23,6 @@ from ppdet.utils.cli import (  # noqa: E402
 )
 
 
-
 @run_main
 def main(argv=None):
     parser = ArgsParser(description=__doc__)
