@@ -4,6 +4,7 @@ the skip list keeps convs in FP32, and bad input is one line with files left int
 Structure and numerics only, never times (CI may lack VNNI)."""
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -367,3 +368,66 @@ def test_report_gains_int8_rows(pruned, tmp_path, capsys):
     assert fp32[3:5] == int8[3:5]                       # params, FLOPs: the same shapes
     assert float(int8[5]) < 0.5 * float(fp32[5])        # size (MB)
     assert float(int8[2]) > 1.0                         # a real mAP, through the predictor
+
+
+# --- item 4: quantization sensitivity, resumable; --max_loss keeps the fewest convs FP32 ---
+class _FakeSens:
+    """``int8_map(skip)``: FP32 mAP 50, all-INT8 44; each conv kept FP32 buys back its
+    ``value``; records every skip list asked for."""
+
+    def __init__(self, values):
+        self.values, self.asked = values, []
+
+    def int8_map(self, skip):
+        self.asked.append(list(skip))
+        return 44.0 + sum(self.values[c] for c in skip)
+
+
+def _fake_data(values):
+    return {"fp32": 50.0, "int8": 44.0,
+            "convs": {c: {"gain": v, "loss": 0.0} for c, v in values.items()}}
+
+
+def test_choose_fp32_keeps_the_fewest_convs_largest_gain_first():
+    from ppdet.slim.quant.sensitivity import choose_fp32
+    values = {"a": 0.5, "b": 4.0, "c": 1.5, "d": 0.0}
+    sens = _FakeSens(values)
+    skip, got = choose_fp32(sens, _fake_data(values), max_loss=1.0, log=lambda *a: None)
+    assert skip == ["b", "c"] and got == 49.5           # 44 + 4 = 48 < 49, then + 1.5
+    assert sens.asked == [["b"], ["b", "c"]]             # each step measured
+    skip, got = choose_fp32(_FakeSens(values), _fake_data(values), max_loss=6.0)
+    assert skip == [] and got == 44.0                    # all-INT8 is within the budget
+    unreachable = {**_fake_data(values), "fp32": 52.0}   # every conv FP32 gives 50 only
+    with pytest.raises(UserError, match="no skip list"):
+        choose_fp32(_FakeSens(values), unreachable, max_loss=1.0, log=lambda *a: None)
+
+
+def test_sensitivity_file_resumes_and_refuses_another_measurement(trained, tmp_path, capsys):
+    main = _script("slim/quant/post_quant.py").main
+    sens = tmp_path / "quant_sens.json"
+    convs = ["yolo_output.0.conv.weights", "conv1_weights"]
+    base = ["-c", CFG, "-o", f"weights={trained}", "EvalDataset.sample_num=8",
+            "EvalReader.worker_num=0", "--calib_samples", "8", "--algo", "abs_max",
+            "--sensitivities_file", str(sens), "--output_dir", str(tmp_path / "out")]
+    main([*base, "--sensitive_convs", convs[0]])
+    first = json.loads(sens.read_text())
+    assert list(first["convs"]) == [convs[0]]
+    entry = first["convs"][convs[0]]
+    assert entry["gain"] == pytest.approx(entry["kept_fp32"] - first["int8"])
+    assert entry["loss"] == pytest.approx(first["fp32"] - entry["only_quantized"])
+    capsys.readouterr()
+    main([*base, "--sensitive_convs", *convs])           # resumes: only the new conv is run
+    out = capsys.readouterr().out
+    assert convs[0] + ":" not in out and f"[2/2] {convs[1]}:" in out
+    second = json.loads(sens.read_text())
+    assert second["convs"][convs[0]] == entry and set(second["convs"]) == set(convs)
+    assert not (tmp_path / "out").exists()               # measuring alone writes no model
+    before = sens.read_bytes()
+    with pytest.raises(SystemExit) as e:                 # measured for abs_max, asked avg
+        main([*base[:-6], "--algo", "avg", *base[-4:], "--sensitive_convs", *convs])
+    _one_error_line(capsys, e, "algo")
+    assert sens.read_bytes() == before
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--max_loss", "1", "--skip", "conv1_weights"])
+    _one_error_line(capsys, e, "--skip and --max_loss")
+    assert sens.read_bytes() == before
