@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import yaml
@@ -60,7 +60,6 @@ class QuantResult:
     fp32_map: float = None
     int8_map: float = None
     metric: str = None
-    extra: dict = field(default_factory=dict)
 
 
 def int8_folder_name(cfg, weights, meta=None):
