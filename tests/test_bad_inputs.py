@@ -162,6 +162,7 @@ def ctx(tmp_path_factory, shapes_root):
 S, P, A, M = ("slim/sensitive/sensitive.py", "slim/prune/prune.py",
               "slim/sensitive/analyze.py", "slim/sensitive/merge.py")
 T, E, IN, X = "tools/train.py", "tools/eval.py", "tools/infer.py", "tools/export_model.py"
+Q = "slim/quant/post_quant.py"
 D, PX, SP, R = ("deploy/python/infer.py", "slim/prune/export_model.py",
                 "slim/prune/slim_prune.py", "slim/prune/report.py")
 
@@ -347,6 +348,14 @@ CASES = [
      ["'a'"]),
     ("report-weights-missing", R, lambda c: ["-c", c.cfg, "--models", f"a={c.w}",
                                              "b=/nowhere/w"], ["/nowhere/w"]),
+    ("report-int8-algo", R, lambda c: ["-c", c.cfg, "--models", f"a={c.w}", "--int8",
+                                       "--algo", "percentile"], ["--algo percentile"]),
+    ("quant-algo", Q, lambda c: ["-c", c.cfg, "-o", f"weights={c.w}", "--algo", "percentile"],
+     ["percentile"]),
+    ("quant-calib-below-a-batch", Q, lambda c: ["-c", c.cfg, "-o", f"weights={c.w}",
+                                                "--calib_samples", "4"], ["--calib_samples 4"]),
+    ("quant-max-loss-alone", Q, lambda c: ["-c", c.cfg, "-o", f"weights={c.w}", "--max_loss",
+                                           "1"], ["--max_loss needs --sensitivities_file"]),
 ]
 
 
@@ -354,7 +363,7 @@ def test_the_table_is_large_and_covers_every_script():
     assert len(CASES) >= 40
     assert len({c[0] for c in CASES}) == len(CASES)
     scripts = {rel for _, rel, _, _ in CASES}
-    for folder in ("tools", "slim/sensitive", "slim/prune", "deploy/python"):
+    for folder in ("tools", "slim/sensitive", "slim/prune", "slim/quant", "deploy/python"):
         for f in os.listdir(os.path.join(ROOT, folder)):
             if f.endswith(".py") and f != "demo.py":
                 assert f"{folder}/{f}" in scripts, f"no bad-input case for {folder}/{f}"

@@ -1,4 +1,5 @@
-"""Run an exported model with Paddle Inference (oneDNN on by default).
+"""Run an exported model with Paddle Inference (oneDNN on by default; an INT8 model, as its
+infer_cfg.yml says, runs with oneDNN's INT8 kernels, and --no_mkldnn is refused for it).
 
     python deploy/python/infer.py --model_dir output_inference/NAME --image_file img.jpg
 """
@@ -27,7 +28,8 @@ def main(argv=None):
                              "output/deploy/, apart from tools/infer.py's output/)")
     parser.add_argument("--threshold", type=float, default=None, help="draw threshold "
                         "(default: infer_cfg.yml's draw_threshold)")
-    parser.add_argument("--no_mkldnn", action="store_true", help="turn oneDNN off")
+    parser.add_argument("--no_mkldnn", action="store_true", help="turn oneDNN off (refused "
+                        "for an INT8 model: infer_cfg.yml's precision turns INT8 on)")
     parser.add_argument("--cpu_threads", type=int, default=1)
     args = parser.parse_args(argv)
     check_range("--threshold", args.threshold, 0, 1)
@@ -51,6 +53,7 @@ def main(argv=None):
     check_model_dir(args.model_dir)
     predictor = Predictor(args.model_dir, use_mkldnn=not args.no_mkldnn,
                           cpu_threads=args.cpu_threads)
+    print(f"precision: {predictor.precision}")
     bbox, _ = predictor.predict_image(rgb)
     threshold = args.threshold if args.threshold is not None else \
         predictor.infer_cfg.get("draw_threshold", 0.5)

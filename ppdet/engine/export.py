@@ -371,7 +371,8 @@ class Predictor:
     time goes in the exported tiny model").
     """
 
-    def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True):
+    def __init__(self, model_dir, use_mkldnn=True, cpu_threads=1, memory_optim=True,
+                 simulate_int8=False):
         from paddle import inference
         program = check_model_dir(model_dir)   # a broken folder: one line naming the file
         path = os.path.join(model_dir, "infer_cfg.yml")
@@ -387,7 +388,13 @@ class Predictor:
         config = inference.Config(program, os.path.join(model_dir, "model.pdiparams"))
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(cpu_threads)
-        if use_mkldnn:
+        # infer_cfg.yml's precision (fp32 when absent); an INT8 model gets oneDNN INT8 or
+        # is refused (ppdet.slim.quant.legacy_ir; simulate_int8: its FP32 simulation)
+        self.precision = str(self.infer_cfg.get("precision", "fp32")).lower()
+        if self.precision != "fp32":
+            from ppdet.slim.quant.legacy_ir import configure_predictor
+            configure_predictor(config, self.precision, use_mkldnn, simulate=simulate_int8)
+        elif use_mkldnn:
             config.enable_mkldnn()
         else:
             config.disable_mkldnn()

@@ -1,0 +1,165 @@
+"""Every touch of the legacy IR and of Paddle's quantization internals (paddle 3.3.1).
+
+Measured facts this module is built on (shared/notes/stack-facts.md, INT8 section):
+
+- ``PostTrainingQuantization`` works on a legacy ``model.pdmodel`` only, and only in a
+  process where ``FLAGS_enable_pir_api=0`` was in the environment before ``import paddle``
+  (on PIR it fails in ``framework._get_var``). ``quantize`` therefore refuses to run
+  anywhere else; ``child_env`` is the environment the parent starts that process with.
+- It takes ``data_loader=`` (a callable yielding feed dicts); ``sample_generator`` is refused.
+- Paddle Inference runs the quantized program as INT8 only with ``enable_mkldnn()`` AND
+  ``enable_mkldnn_int8()``; otherwise the fake-quant ops run in FP32, 6-9x slower than the
+  FP32 model. ``configure_predictor`` is the one place a predictor config is set for a
+  precision, and it refuses the slow combination.
+"""
+import os
+
+import numpy as np
+
+from ppdet.core.errors import ConfigError, UserError
+
+__all__ = ["ALGOS", "PRECISIONS", "PIR_FLAG", "child_env", "pir_disabled", "quantize",
+           "configure_predictor", "read_program", "conv_weight_shapes", "quantized_ops",
+           "QUANT_OPS"]
+
+# PostTrainingQuantization's algorithm names
+ALGOS = ("hist", "KL", "avg", "mse", "abs_max")
+PRECISIONS = ("fp32", "int8")
+PIR_FLAG = "FLAGS_enable_pir_api"
+QUANTIZABLE = ["conv2d", "depthwise_conv2d"]
+# ops a quantized program holds (onnx_format=True writes the *_linear pair)
+QUANT_OPS = ("quantize_linear", "dequantize_linear", "fake_quantize_abs_max",
+             "fake_quantize_moving_average_abs_max", "fake_channel_wise_dequantize_max_abs",
+             "fake_dequantize_max_abs")
+_CONVS = ("conv2d", "depthwise_conv2d")
+
+
+def child_env(base=None):
+    """The environment of a process that may quantize: PIR off before paddle is imported."""
+    env = dict(os.environ if base is None else base)
+    env[PIR_FLAG] = "0"
+    return env
+
+
+def pir_disabled():
+    """Whether this process runs the legacy IR (the flag held when paddle was imported)."""
+    import paddle
+    return os.environ.get(PIR_FLAG) == "0" and not paddle.framework.use_pir_api()
+
+
+def quantize(fp32_dir, out_dir, calib, algo="hist", batch_size=8, skip_tensors=()):
+    """Calibrate the legacy program in ``fp32_dir`` on ``calib`` (``{input name: array}``,
+    first axis = samples) and write the quantized ``model.pdmodel|.pdiparams`` to
+    ``out_dir``. Convs whose weight (or input) names are in ``skip_tensors`` stay FP32.
+    Returns the number of calibration batches used."""
+    if algo not in ALGOS:
+        raise UserError(f"--algo {algo} is not one of {', '.join(ALGOS)}")
+    if not pir_disabled():
+        raise RuntimeError(f"quantize() needs {PIR_FLAG}=0 in the environment before paddle "
+                           f"is imported: run it in a child process started with child_env()")
+    n = len(next(iter(calib.values())))
+    batches = n // batch_size
+    if batches < 1:
+        raise UserError(f"{n} calibration samples are fewer than one batch of {batch_size}")
+    import paddle
+    from paddle.static.quantization import PostTrainingQuantization
+    paddle.enable_static()
+
+    def feeds():
+        for b in range(batches):
+            yield {k: np.ascontiguousarray(v[b * batch_size:(b + 1) * batch_size])
+                   for k, v in calib.items()}
+
+    exe = paddle.static.Executor(paddle.CPUPlace())
+    ptq = PostTrainingQuantization(
+        executor=exe, model_dir=fp32_dir, model_filename="model.pdmodel",
+        params_filename="model.pdiparams", data_loader=feeds, batch_size=batch_size,
+        batch_nums=batches, algo=algo, quantizable_op_type=list(QUANTIZABLE),
+        onnx_format=True, is_full_quantize=False, optimize_model=False,
+        skip_tensor_list=list(skip_tensors) or None)
+    ptq.quantize()
+    ptq.save_quantized_model(out_dir, model_filename="model.pdmodel",
+                             params_filename="model.pdiparams")
+    return batches
+
+
+def configure_predictor(config, precision, use_mkldnn=True, simulate=False):
+    """Set a ``paddle.inference.Config`` for ``precision`` (``fp32`` or ``int8``).
+
+    INT8 runs as INT8 only with oneDNN and its INT8 passes: both are switched on, and an
+    INT8 model with oneDNN off is refused (it would run its fake-quant ops in FP32, several
+    times slower than the FP32 model). ``simulate=True`` is that FP32 simulation on purpose
+    (tests compare INT8 against it); nothing else may ask for it.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and not simulate:
+        if not use_mkldnn:
+            raise UserError("this model is INT8 (infer_cfg.yml precision: int8): it runs as "
+                            "INT8 only with oneDNN; without it, it would run in FP32 several "
+                            "times slower than the FP32 model. Drop the option that turns "
+                            "oneDNN off")
+        from ppdet.slim.quant.cpu import log_int8_support
+        log_int8_support()
+        config.enable_mkldnn()
+        config.enable_mkldnn_int8()
+        config.switch_ir_optim(True)
+    elif use_mkldnn and not simulate:
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    return config
+
+
+# --- reading a saved legacy program --------------------------------------------------------
+def read_program(path):
+    """A saved ``.pdmodel`` as a ``core.ProgramDesc``."""
+    from paddle.base import core
+    with open(path, "rb") as f:
+        return core.ProgramDesc(f.read())
+
+
+def _ops(program):
+    block = program.block(0)
+    return [block.op(i) for i in range(block.op_size())]
+
+
+def conv_weight_shapes(model_dir):
+    """``{conv weight name: shape}`` of every conv in ``model_dir/model.pdmodel`` (the
+    weight a quantized conv reads through a dequantize op is traced back to its name)."""
+    program = read_program(os.path.join(model_dir, "model.pdmodel"))
+    block = program.block(0)
+    producer = {}
+    ops = _ops(program)
+    for op in ops:
+        for name in op.output_arg_names():
+            producer[name] = op
+    shapes = {}
+    for op in ops:
+        if op.type() not in _CONVS:
+            continue
+        name = op.input("Filter")[0]
+        src = producer.get(name)
+        while src is not None and src.type() in QUANT_OPS:      # back to the parameter
+            name = src.input("X")[0]
+            src = producer.get(name)
+        var = block.find_var(name.encode())
+        shapes[name] = list(var.shape())
+    return shapes
+
+
+def quantized_ops(model_dir):
+    """``(quantized convs, quant op counts)``: names of the conv weights fed through a
+    quantize/dequantize pair, and ``{op type: count}`` of the quant ops."""
+    program = read_program(os.path.join(model_dir, "model.pdmodel"))
+    ops = _ops(program)
+    producer = {n: op for op in ops for n in op.output_arg_names()}
+    counts, convs = {}, []
+    for op in ops:
+        if op.type() in QUANT_OPS:
+            counts[op.type()] = counts.get(op.type(), 0) + 1
+        if op.type() in _CONVS:
+            src = producer.get(op.input("Filter")[0])
+            if src is not None and src.type() in QUANT_OPS:
+                convs.append(src.input("X")[0])
+    return convs, counts

@@ -1,0 +1,220 @@
+"""Post-training quantization, end to end: ``post_quant(QuantRequest) -> QuantResult``.
+
+1. The checkpoint is rebuilt with its channel plan (a pruned one keeps its pruned shapes)
+   and exported in FP32 (legacy ``model.pdmodel``) to a staging folder beside the target.
+2. ``calib_samples`` images of the config's TrainDataset, through the EvalReader's
+   transforms, are written there as one ``calib.npz``.
+3. A child process (``python -m ppdet.slim.quant.worker``, PIR off in its environment before
+   paddle is imported) calibrates and writes the INT8 program; this process never changes
+   its IR.
+4. The INT8 program is checked (quantized convs present, conv weight shapes equal the FP32
+   export's), ``infer_cfg.yml`` gets ``precision: int8``, and the folder is swapped into
+   ``<output_dir>/<run>_int8/`` with ``os.replace``.
+5. FP32 and INT8 mAP through the predictor on the config's eval set (``evaluation``).
+
+Every option is checked (``check_request``) before the first slow step; a failure leaves
+the previous ``<run>_int8/`` as it was.
+"""
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import yaml
+
+from ppdet.core.errors import UserError
+from ppdet.slim.quant import legacy_ir
+
+__all__ = ["QuantRequest", "QuantResult", "check_request", "post_quant", "calibration_feeds",
+           "run_worker", "replace_dir", "int8_folder_name"]
+
+_INPUTS = ("image", "im_shape", "scale_factor")
+
+
+@dataclass
+class QuantRequest:
+    cfg: dict
+    weights: str
+    output_dir: str = "output_inference"
+    algo: str = "hist"
+    calib_samples: int = 32
+    calib_batch_size: int = 8
+    skip: tuple = ()                 # conv weight names kept in FP32
+    evaluate: bool = True            # FP32 and INT8 mAP through the predictor
+    threads: int = 1
+    folder: str = None               # the output folder (default <output_dir>/<run>_int8)
+    log: object = print
+
+
+@dataclass
+class QuantResult:
+    out_dir: str
+    calib_samples: int
+    quantized_convs: list
+    quant_ops: dict
+    conv_shapes: dict
+    fp32_map: float = None
+    int8_map: float = None
+    metric: str = None
+
+
+def int8_folder_name(cfg, weights, meta=None):
+    from ppdet.utils.outputs import run_name
+    return run_name(cfg, weights, meta) + "_int8"
+
+
+def check_request(req):
+    """Every option, before anything slow; returns the calibration dataset."""
+    from ppdet.engine.builder import build_dataset, check_metric_config
+    from ppdet.engine.checkpoint import resolve_weights
+    from ppdet.utils.cli import check_range, check_writable_dir
+    if req.algo not in legacy_ir.ALGOS:
+        raise UserError(f"--algo {req.algo} is not one of {', '.join(legacy_ir.ALGOS)} "
+                        f"(Paddle's names)")
+    check_range("--calib_samples", req.calib_samples, 1, integer=True)
+    check_range("--calib_batch_size", req.calib_batch_size, 1, integer=True)
+    check_range("--threads", req.threads, 1, integer=True)
+    if req.calib_samples < req.calib_batch_size:
+        raise UserError(f"--calib_samples {req.calib_samples} is smaller than one batch "
+                        f"(--calib_batch_size {req.calib_batch_size})")
+    check_writable_dir("--output_dir", req.output_dir)
+    if not req.weights:
+        raise UserError("no weights: give -o weights=PATH (a trained or pruned checkpoint)")
+    resolve_weights(req.weights)
+    if req.evaluate:
+        check_metric_config(req.cfg)
+    dataset = build_dataset(req.cfg, "train")
+    n = len(dataset.records)
+    if n < req.calib_batch_size:
+        raise UserError(f"the calibration set (TrainDataset, {dataset.anno_path}) has {n} "
+                        f"images, fewer than one batch of {req.calib_batch_size}")
+    return dataset
+
+
+def calibration_feeds(cfg, dataset, samples):
+    """``{image, im_shape, scale_factor}`` arrays of the first ``samples`` images of
+    ``dataset`` through the EvalReader's transforms (deployment's preprocessing)."""
+    from ppdet.engine.builder import build_reader
+    loader = build_reader(cfg, "eval", dataset=dataset)
+    parts, n = {k: [] for k in _INPUTS}, 0
+    for batch in loader:
+        for k in _INPUTS:
+            parts[k].append(np.asarray(batch[k], "float32"))
+        n += len(batch["image"])
+        if n >= samples:
+            break
+    return {k: np.concatenate(v)[:samples] for k, v in parts.items()}
+
+
+def run_worker(fp32_dir, out_dir, calib_path, algo, batch_size, skip=()):
+    """Calibrate in the child process (PIR off there); its one-line errors become
+    ``UserError``."""
+    from ppdet.engine.builder import REPO_ROOT
+    env = legacy_ir.child_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    cmd = [sys.executable, "-m", "ppdet.slim.quant.worker", fp32_dir, out_dir, calib_path,
+           "--algo", algo, "--batch_size", str(batch_size)]
+    if skip:
+        cmd += ["--skip", *skip]
+    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode == 2:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        raise UserError(lines[-1][len("error: "):] if lines else proc.stderr.strip()[-300:])
+    if proc.returncode != 0:
+        raise RuntimeError(f"quantization worker failed (exit {proc.returncode}):\n"
+                           f"{proc.stderr[-4000:]}")
+    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+
+
+def replace_dir(staged, target):
+    """Put folder ``staged`` at ``target`` with ``os.replace``; a previous ``target`` is
+    moved aside first and removed after (``ppdet.utils.atomic`` is file-level only)."""
+    old = None
+    if os.path.lexists(target):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old.",
+                               dir=os.path.dirname(os.path.abspath(target)))
+        os.replace(target, os.path.join(old, "previous"))
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if old:                          # put the previous one back
+            os.replace(os.path.join(old, "previous"), target)
+        raise
+    finally:
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _check_int8_program(fp32_dir, int8_dir, skip):
+    convs, counts = legacy_ir.quantized_ops(int8_dir)
+    before, after = legacy_ir.conv_weight_shapes(fp32_dir), legacy_ir.conv_weight_shapes(int8_dir)
+    if before != after:
+        bad = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        raise RuntimeError(f"INT8 program's conv shapes differ from the FP32 export's at "
+                           f"{bad[:3]}")
+    if not convs:
+        raise RuntimeError("the INT8 program holds no quantized conv")
+    kept = [s for s in skip if s in convs]
+    if kept:
+        raise RuntimeError(f"convs asked to stay FP32 were quantized: {kept[:3]}")
+    return convs, counts, after
+
+
+def _conv_weights(model):
+    return [p.name for p in model.parameters() if len(p.shape) == 4]
+
+
+def post_quant(req):
+    """Export, calibrate, check, write ``<run>_int8/``, score: a ``QuantResult``."""
+    dataset = check_request(req)
+    from ppdet.engine.builder import build_model, class_names_for
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.engine.export import export_model
+    model = build_model(req.cfg)
+    meta = load_weights(model, req.weights)           # the channel plan rebuilds the shapes
+    unknown = [s for s in req.skip if s not in _conv_weights(model)]
+    if unknown:
+        raise UserError(f"--skip names '{unknown[0]}', which is not a conv weight of this "
+                        f"model (e.g. {_conv_weights(model)[-1]})")
+    target = req.folder or os.path.join(req.output_dir,
+                                        int8_folder_name(req.cfg, req.weights, meta))
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp",
+                               dir=parent)
+    try:
+        fp32_dir, int8_dir = os.path.join(staging, "fp32"), os.path.join(staging, "int8")
+        export_model(model, req.cfg, fp32_dir, class_names_for(req.cfg))
+        req.log(f"exported FP32 ({len(legacy_ir.conv_weight_shapes(fp32_dir))} convs)")
+        calib = calibration_feeds(req.cfg, dataset, req.calib_samples)
+        n = len(calib["image"]) // req.calib_batch_size * req.calib_batch_size
+        calib_path = os.path.join(staging, "calib.npz")
+        np.savez(calib_path, **{k: v[:n] for k, v in calib.items()})
+        req.log(f"calibrating on {n} TrainDataset images (eval transforms), algo {req.algo}")
+        run_worker(fp32_dir, int8_dir, calib_path, req.algo, req.calib_batch_size, req.skip)
+        convs, counts, shapes = _check_int8_program(fp32_dir, int8_dir, req.skip)
+        with open(os.path.join(fp32_dir, "infer_cfg.yml")) as f:
+            infer_cfg = yaml.safe_load(f)
+        infer_cfg["precision"] = "int8"
+        infer_cfg["quantization"] = {"algo": req.algo, "calib_samples": n,
+                                     "fp32_convs": list(req.skip),
+                                     "weights": os.path.abspath(req.weights)}
+        with open(os.path.join(int8_dir, "infer_cfg.yml"), "w") as f:
+            yaml.safe_dump(infer_cfg, f, sort_keys=False)
+        replace_dir(int8_dir, target)
+        req.log(f"INT8 model written to {target}/ ({len(convs)} of {len(shapes)} convs "
+                f"quantized)")
+        result = QuantResult(target, n, convs, counts, shapes)
+        if req.evaluate:
+            from ppdet.slim.quant.evaluation import exported_map
+            result.fp32_map, result.metric = exported_map(req.cfg, fp32_dir, req.threads)
+            result.int8_map, _ = exported_map(req.cfg, target, req.threads)
+        return result
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(staging)
