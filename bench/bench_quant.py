@@ -47,7 +47,7 @@ def _checkpoints(cfg, baseline, pruned, tmp):
         os.makedirs(os.path.dirname(baseline))
         save_checkpoint(build_model(cfg), baseline)
     if pruned.startswith("uniform:"):
-        from ppdet.slim.pruner import FilterPruner
+        from ppdet.slim.prune.pruner import FilterPruner
         model = build_model(cfg)
         load_weights(model, baseline)
         pruner = FilterPruner(model)
@@ -75,10 +75,10 @@ def main():
     args = parser.parse_args()
     from ppdet.engine.builder import build_model, class_names_for
     from ppdet.engine.checkpoint import load_weights
+    from ppdet.engine.cpu_features import cpu_features, int8_advice
     from ppdet.engine.export import export_model
     from ppdet.engine.latency import measure_latency
-    from ppdet.slim.pruner import model_flops
-    from ppdet.slim.quant.cpu import cpu_features, int8_advice
+    from ppdet.slim.prune.pruner import model_flops
     from ppdet.slim.quant.evaluation import exported_map
     from ppdet.slim.quant.pipeline import QuantRequest, post_quant
     cfg = _cfg_at(args.config, args.size, args.opt)

@@ -94,7 +94,7 @@ def test_no_import_circles():
 
 # ppdet/slim's rooms, bottom up: a room may import rooms of lower levels only (and its own
 # modules); rooms of one level never import each other. Only pipelines runs the training loop.
-SLIM_LEVELS = [("compat", "plots"), ("prune",), ("sensitivity", "latency", "slimming"),
+SLIM_LEVELS = [("compat", "plots"), ("prune",), ("sensitivity", "latency", "slimming", "quant"),
                ("report",), ("pipelines",)]
 
 

@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from ppdet.core.config import load_config
+from ppdet.engine import cpu_features as cpu
+from ppdet.engine import legacy_ir
 from ppdet.engine.builder import build_model
 from ppdet.engine.checkpoint import load_weights, save_checkpoint
 from ppdet.engine.export import Predictor, read_image
-from ppdet.slim.quant import cpu, legacy_ir
-from ppdet.slim.quant.pipeline import QuantRequest, post_quant, replace_dir
+from ppdet.slim.quant.pipeline import QuantRequest, post_quant
 from ppdet.utils.cli import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def pruned(tmp_path_factory, trained):
     cfg = load_config(CFG, SMALL)
     model = build_model(cfg)
     load_weights(model, trained)
-    from ppdet.slim.pruner import FilterPruner
+    from ppdet.slim.prune.pruner import FilterPruner
     pruner = FilterPruner(model)
     pruner.prune(PRUNED)
     pruner.drop_backups()
@@ -295,21 +296,6 @@ def test_quantize_refuses_a_pir_process_and_the_worker_needs_the_flag(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("error:")
     assert "FLAGS_enable_pir_api=0" in r.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_replace_dir_swaps_whole_folders(tmp_path):
-    target, staged = tmp_path / "t", tmp_path / "s"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
-    staged.mkdir()
-    (staged / "new.txt").write_text("new")
-    replace_dir(str(staged), str(target))
-    assert os.listdir(target) == ["new.txt"] and not staged.exists()
-    assert sorted(os.listdir(tmp_path)) == ["t"]
-    with pytest.raises(OSError):                   # nothing to put there: the old one stays
-        replace_dir(str(tmp_path / "missing"), str(target))
-    assert os.listdir(target) == ["new.txt"]
-    assert sorted(os.listdir(tmp_path)) == ["t"]
 
 
 # --- bad input: one line, exit 2, nothing written, nothing changed ------------------------

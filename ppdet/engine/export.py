@@ -302,7 +302,10 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
     if "params" in need:
         params = base + ".pdiparams"
         shapes = _param_records(params, what)
-        if wanted is not None and sorted(map(tuple, shapes)) != sorted(map(tuple, wanted)):
+        # element counts, not shapes: a quantized program declares its scales as [1] / [C]
+        # where the saved tensors are [] / [1, C] (paddle 3.3.1 PTQ)
+        numel = lambda dims: int(np.prod(dims)) if len(dims) else 1      # noqa: E731
+        if wanted is not None and sorted(map(numel, shapes)) != sorted(map(numel, wanted)):
             raise ModelDirError(f"{params} holds {len(shapes)} parameters that do not match "
                                 f"the {len(wanted)} of {program_path} (from another export?): "
                                 f"{what}", params)
@@ -389,10 +392,10 @@ class Predictor:
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(cpu_threads)
         # infer_cfg.yml's precision (fp32 when absent); an INT8 model gets oneDNN INT8 or
-        # is refused (ppdet.slim.quant.legacy_ir; simulate_int8: its FP32 simulation)
+        # is refused (ppdet.engine.legacy_ir; simulate_int8: its FP32 simulation)
         self.precision = str(self.infer_cfg.get("precision", "fp32")).lower()
         if self.precision != "fp32":
-            from ppdet.slim.quant.legacy_ir import configure_predictor
+            from ppdet.engine.legacy_ir import configure_predictor
             configure_predictor(config, self.precision, use_mkldnn, simulate=simulate_int8)
         elif use_mkldnn:
             config.enable_mkldnn()

@@ -9,11 +9,13 @@ room                    owns
 ``sensitivity/``        sensitivity analysis: runner, store, fast masked evaluation
 ``latency/``            latency tables on a deploy target and latency-target searches
 ``slimming/``           network slimming: sparsity training, channel and layer pruning
+``quant/``              post-training INT8 of exported models, quantization sensitivity
 ``report``              tables of results (one row per model: mAP, FLOPs, latency)
 ``pipelines/``          the workflows scripts call: one request in, one result out
 ======================  ==================================================================
 
 Dependency rule (``tests/test_imports.py``): ``compat``, ``plots`` <- ``prune`` <-
-{``sensitivity``, ``latency``, ``slimming``} <- ``report`` <- ``pipelines`` <- scripts. The
-three middle rooms never import each other; only ``pipelines`` imports the training loop.
+{``sensitivity``, ``latency``, ``slimming``, ``quant``} <- ``report`` <- ``pipelines`` <-
+scripts. The four middle rooms never import each other; only ``pipelines`` imports the
+training loop.
 """

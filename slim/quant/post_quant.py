@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from ppdet.slim.quant.legacy_ir import ALGOS  # noqa: E402
+from ppdet.engine.legacy_ir import ALGOS  # noqa: E402
 from ppdet.utils.cli import (  # noqa: E402
     ArgsParser,
     check_conflicts,

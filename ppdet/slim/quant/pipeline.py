@@ -27,10 +27,10 @@ import numpy as np
 import yaml
 
 from ppdet.core.errors import UserError
-from ppdet.slim.quant import legacy_ir
+from ppdet.engine import legacy_ir
 
 __all__ = ["QuantRequest", "QuantResult", "check_request", "post_quant", "calibration_feeds",
-           "run_worker", "replace_dir", "int8_folder_name"]
+           "run_worker", "int8_folder_name"]
 
 _INPUTS = ("image", "im_shape", "scale_factor")
 
@@ -130,26 +130,6 @@ def run_worker(fp32_dir, out_dir, calib_path, algo, batch_size, skip=()):
     return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
 
 
-def replace_dir(staged, target):
-    """Put folder ``staged`` at ``target`` with ``os.replace``; a previous ``target`` is
-    moved aside first and removed after (``ppdet.utils.atomic`` is file-level only)."""
-    old = None
-    if os.path.lexists(target):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old.",
-                               dir=os.path.dirname(os.path.abspath(target)))
-        os.replace(target, os.path.join(old, "previous"))
-    try:
-        os.replace(staged, target)
-    except OSError:
-        if old:                          # put the previous one back
-            os.replace(os.path.join(old, "previous"), target)
-        raise
-    finally:
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def _check_int8_program(fp32_dir, int8_dir, skip):
     convs, counts = legacy_ir.quantized_ops(int8_dir)
     before, after = legacy_ir.conv_weight_shapes(fp32_dir), legacy_ir.conv_weight_shapes(int8_dir)
@@ -206,7 +186,11 @@ def post_quant(req):
                                      "weights": os.path.abspath(req.weights)}
         with open(os.path.join(int8_dir, "infer_cfg.yml"), "w") as f:
             yaml.safe_dump(infer_cfg, f, sort_keys=False)
-        replace_dir(int8_dir, target)
+        from ppdet.engine.export import check_model_dir
+        from ppdet.utils.atomic import atomic_dir
+        with atomic_dir(target, verify=check_model_dir) as tmp:    # whole, or not at all
+            for name in os.listdir(int8_dir):
+                os.replace(os.path.join(int8_dir, name), os.path.join(tmp, name))
         req.log(f"INT8 model written to {target}/ ({len(convs)} of {len(shapes)} convs "
                 f"quantized)")
         result = QuantResult(target, n, convs, counts, shapes)

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from ppdet.core.errors import UserError
-from ppdet.slim.quant import legacy_ir
+from ppdet.engine import legacy_ir
 
 __all__ = ["QuantSensitivity", "choose_fp32", "skip_for_max_loss"]
 

@@ -19,7 +19,7 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--skip", nargs="*", default=[])
     args = parser.parse_args(argv)
-    from ppdet.slim.quant import legacy_ir
+    from ppdet.engine import legacy_ir
     if os.environ.get(legacy_ir.PIR_FLAG) != "0":
         print(f"error: start this with {legacy_ir.PIR_FLAG}=0 in its environment",
               file=sys.stderr)

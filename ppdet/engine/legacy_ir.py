@@ -99,7 +99,7 @@ def configure_predictor(config, precision, use_mkldnn=True, simulate=False):
                             "INT8 only with oneDNN; without it, it would run in FP32 several "
                             "times slower than the FP32 model. Drop the option that turns "
                             "oneDNN off")
-        from ppdet.slim.quant.cpu import log_int8_support
+        from ppdet.engine.cpu_features import log_int8_support
         log_int8_support()
         config.enable_mkldnn()
         config.enable_mkldnn_int8()
