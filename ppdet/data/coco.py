@@ -187,60 +187,80 @@ class COCODataSet(DetDataset):
                  sample_num=-1, data_fields=None):
         super().__init__(dataset_dir, anno_path, image_dir, allow_empty, sample_num)
         path = self.anno_path
-        if not path.is_file():
-            raise FileNotFoundError(f"annotation file not found: {path}")
-        try:
-            gt = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            raise DataError(f"{path} is not valid JSON: {one_line(e)}") from e
-        if not isinstance(gt, dict):
-            raise DataError(f"{path} holds a {type(gt).__name__}, not a COCO dict")
-        for field in ("images", "categories"):
-            if not isinstance(gt.get(field), list):
-                raise DataError(f"{path}: '{field}' is missing or not a list (a COCO "
-                                f"annotation file needs images, annotations, categories)")
-        cats = [_fields(path, f"categories[{i}]", c, {"id": int, "name": str})
-                for i, c in enumerate(gt["categories"])]
-        images = [_fields(path, f"images[{i}]", im, {"id": int, "file_name": str})
-                  for i, im in enumerate(gt["images"])]
-        cats.sort(key=lambda c: c["id"])
-        images.sort(key=lambda im: im["id"])
-        _unique(path, "categories", [c["id"] for c in cats])
-        _unique(path, "images", [im["id"] for im in images])
+        gt = _read_coco_json(path)
+        cats, images = _categories_and_images(path, gt)
         self.class_names = [c["name"] for c in cats]
         self.clsid2catid = {i: c["id"] for i, c in enumerate(cats)}
         catid2clsid = self.catid2clsid
-        image_ids = {im["id"] for im in images}
-        anns = defaultdict(list)
-        used = set()
-        for i, a in enumerate(gt.get("annotations") or []):
-            a = _fields(path, f"annotations[{i}]", a,
-                        {"image_id": int, "category_id": int, "bbox": list})
-            where = f"{path}: annotation {a.get('id', f'#{i}')}"
-            if a["image_id"] not in image_ids:
-                raise DataError(f"{where} is on image_id {a['image_id']}, which is not in "
-                                f"'images'")
-            if a["category_id"] not in catid2clsid:
-                raise DataError(f"{where} has category_id {a['category_id']}, which is not "
-                                f"in 'categories'")
-            if len(a["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in a["bbox"]):
-                raise DataError(f"{where}: bbox {a['bbox']} is not [x, y, w, h]")
-            used.add(a["category_id"])
-            if not a.get("iscrowd", 0):
-                anns[a["image_id"]].append(a)
+        anns, used = _annotations_by_image(path, gt, {im["id"] for im in images}, catid2clsid)
         self.unused_classes = [c["name"] for c in cats if c["id"] not in used]
-        records = []
-        for im in images:
-            im_file = self.image_dir / im["file_name"]
-            if not im_file.is_file():
-                raise FileNotFoundError(f"image {im_file} listed in {path} not found")
-            h, w = im.get("height"), im.get("width")
-            if not h or not w:
-                h, w = image_hw(im_file)
-            boxes, classes = [], []
-            for a in anns[im["id"]]:
-                x, y, bw, bh = a["bbox"]
-                boxes.append([x, y, x + bw, y + bh])
-                classes.append(catid2clsid[a["category_id"]])
-            records.append(make_record(im_file, im["id"], h, w, boxes, classes))
-        self._finish(records)
+        self._finish([self._record(path, im, anns[im["id"]], catid2clsid) for im in images])
+
+    def _record(self, path, im, anns, catid2clsid):
+        """One image's record: its size (read from the file when the json lacks it) and
+        its non-crowd boxes as [x1, y1, x2, y2] with 0-based classes."""
+        im_file = self.image_dir / im["file_name"]
+        if not im_file.is_file():
+            raise FileNotFoundError(f"image {im_file} listed in {path} not found")
+        h, w = im.get("height"), im.get("width")
+        if not h or not w:
+            h, w = image_hw(im_file)
+        boxes, classes = [], []
+        for a in anns:
+            x, y, bw, bh = a["bbox"]
+            boxes.append([x, y, x + bw, y + bh])
+            classes.append(catid2clsid[a["category_id"]])
+        return make_record(im_file, im["id"], h, w, boxes, classes)
+
+
+def _read_coco_json(path):
+    """The annotation file's dict, with ``images`` and ``categories`` lists."""
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    try:
+        gt = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path} is not valid JSON: {one_line(e)}") from e
+    if not isinstance(gt, dict):
+        raise DataError(f"{path} holds a {type(gt).__name__}, not a COCO dict")
+    for field in ("images", "categories"):
+        if not isinstance(gt.get(field), list):
+            raise DataError(f"{path}: '{field}' is missing or not a list (a COCO "
+                            f"annotation file needs images, annotations, categories)")
+    return gt
+
+
+def _categories_and_images(path, gt):
+    """Categories and images, each checked, sorted by id, ids unique."""
+    cats = [_fields(path, f"categories[{i}]", c, {"id": int, "name": str})
+            for i, c in enumerate(gt["categories"])]
+    images = [_fields(path, f"images[{i}]", im, {"id": int, "file_name": str})
+              for i, im in enumerate(gt["images"])]
+    cats.sort(key=lambda c: c["id"])
+    images.sort(key=lambda im: im["id"])
+    _unique(path, "categories", [c["id"] for c in cats])
+    _unique(path, "images", [im["id"] for im in images])
+    return cats, images
+
+
+def _annotations_by_image(path, gt, image_ids, catid2clsid):
+    """``({image id: [non-crowd annotations]}, category ids used by any annotation)``,
+    every annotation checked against the images and categories."""
+    anns = defaultdict(list)
+    used = set()
+    for i, a in enumerate(gt.get("annotations") or []):
+        a = _fields(path, f"annotations[{i}]", a,
+                    {"image_id": int, "category_id": int, "bbox": list})
+        where = f"{path}: annotation {a.get('id', f'#{i}')}"
+        if a["image_id"] not in image_ids:
+            raise DataError(f"{where} is on image_id {a['image_id']}, which is not in "
+                            f"'images'")
+        if a["category_id"] not in catid2clsid:
+            raise DataError(f"{where} has category_id {a['category_id']}, which is not "
+                            f"in 'categories'")
+        if len(a["bbox"]) != 4 or not all(isinstance(v, (int, float)) for v in a["bbox"]):
+            raise DataError(f"{where}: bbox {a['bbox']} is not [x, y, w, h]")
+        used.add(a["category_id"])
+        if not a.get("iscrowd", 0):
+            anns[a["image_id"]].append(a)
+    return anns, used

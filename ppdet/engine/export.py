@@ -277,6 +277,20 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
     a Preprocess list. Raises ``ModelDirError`` (a ``UserError``: one line, exit 2) naming
     the first broken file. Cheap: the parameters' data is skipped, not read."""
     what = f"{_AGAIN} (tools/export_model.py)"
+    _check_folder(model_dir, what)
+    base = os.path.join(model_dir, prefix)
+    program_path, wanted, classes = base + ".pdmodel", None, None
+    if "program" in need or "params" in need:
+        program_path, wanted, classes = _check_program(base, what)
+    if "params" in need:
+        _check_params(base + ".pdiparams", program_path, wanted, what)
+    if "infer_cfg" in need:
+        _check_infer_cfg(os.path.join(model_dir, "infer_cfg.yml"), classes, what)
+    return program_path
+
+
+def _check_folder(model_dir, what):
+    """The model folder exists (put back first if an export was killed mid-swap)."""
     if not os.path.lexists(model_dir):
         # an export killed between the two renames of the fallback swap: put it back
         from ppdet.utils.atomic import recover_dir
@@ -286,50 +300,58 @@ def check_model_dir(model_dir, need=("program", "params", "infer_cfg"), prefix="
                             os.path.exists(model_dir) else
                             f"--model_dir {model_dir} is a file: give the exported folder",
                             model_dir)
-    base = os.path.join(model_dir, prefix)
+
+
+def _check_program(base, what):
+    """``(program path, parameter shapes, classes)``: the PIR JSON program parses (shapes
+    and classes then None), or the legacy one does and yields them."""
     program_path, wanted, classes = base + ".pdmodel", None, None
-    if "program" in need or "params" in need:
-        if not os.path.exists(program_path) and os.path.exists(base + ".json"):
-            program_path = base + ".json"
-            text = _read(program_path, what)
-            try:
-                json.loads(text.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ModelDirError(f"{program_path} is truncated or corrupt (not JSON): "
-                                    f"{what}", program_path) from e
-        else:
-            wanted, classes = _legacy_program(program_path, what)
-    if "params" in need:
-        params = base + ".pdiparams"
-        shapes = _param_records(params, what)
-        # element counts, not shapes: a quantized program declares its scales as [1] / [C]
-        # where the saved tensors are [] / [1, C] (paddle 3.3.1 PTQ)
-        numel = lambda dims: int(np.prod(dims)) if len(dims) else 1      # noqa: E731
-        if wanted is not None and sorted(map(numel, shapes)) != sorted(map(numel, wanted)):
-            raise ModelDirError(f"{params} holds {len(shapes)} parameters that do not match "
-                                f"the {len(wanted)} of {program_path} (from another export?): "
-                                f"{what}", params)
-    if "infer_cfg" in need:
-        path = os.path.join(model_dir, "infer_cfg.yml")
-        data = _read(path, what)
+    if not os.path.exists(program_path) and os.path.exists(base + ".json"):
+        program_path = base + ".json"
+        text = _read(program_path, what)
         try:
-            cfg = yaml.safe_load(data.decode("utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ModelDirError(f"{path} is truncated or corrupt (not YAML): {what}",
-                                path) from e
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("Preprocess"), list):
-            raise ModelDirError(f"{path} has no Preprocess list: {what}", path)
-        if not data.endswith(b"\n"):
-            raise ModelDirError(f"{path} is truncated (it does not end with a line break): "
-                                f"{what}", path)
-        labels = cfg.get("label_list")
-        if labels is not None and not isinstance(labels, list):
-            raise ModelDirError(f"{path}: label_list is not a list: {what}", path)
-        if classes is not None and labels is not None and len(labels) != classes:
-            raise ModelDirError(f"{path} lists {len(labels)} labels but the program detects "
-                                f"{classes} classes (truncated, or from another export): "
-                                f"{what}", path)
-    return program_path
+            json.loads(text.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelDirError(f"{program_path} is truncated or corrupt (not JSON): "
+                                f"{what}", program_path) from e
+    else:
+        wanted, classes = _legacy_program(program_path, what)
+    return program_path, wanted, classes
+
+
+def _check_params(params, program_path, wanted, what):
+    """The parameters file holds whole records matching the program's (when known)."""
+    shapes = _param_records(params, what)
+    # element counts, not shapes: a quantized program declares its scales as [1] / [C]
+    # where the saved tensors are [] / [1, C] (paddle 3.3.1 PTQ)
+    numel = lambda dims: int(np.prod(dims)) if len(dims) else 1      # noqa: E731
+    if wanted is not None and sorted(map(numel, shapes)) != sorted(map(numel, wanted)):
+        raise ModelDirError(f"{params} holds {len(shapes)} parameters that do not match "
+                            f"the {len(wanted)} of {program_path} (from another export?): "
+                            f"{what}", params)
+
+
+def _check_infer_cfg(path, classes, what):
+    """``infer_cfg.yml`` is whole YAML with a Preprocess list, and as many labels as the
+    program detects classes (when both are known)."""
+    data = _read(path, what)
+    try:
+        cfg = yaml.safe_load(data.decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ModelDirError(f"{path} is truncated or corrupt (not YAML): {what}",
+                            path) from e
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("Preprocess"), list):
+        raise ModelDirError(f"{path} has no Preprocess list: {what}", path)
+    if not data.endswith(b"\n"):
+        raise ModelDirError(f"{path} is truncated (it does not end with a line break): "
+                            f"{what}", path)
+    labels = cfg.get("label_list")
+    if labels is not None and not isinstance(labels, list):
+        raise ModelDirError(f"{path}: label_list is not a list: {what}", path)
+    if classes is not None and labels is not None and len(labels) != classes:
+        raise ModelDirError(f"{path} lists {len(labels)} labels but the program detects "
+                            f"{classes} classes (truncated, or from another export): "
+                            f"{what}", path)
 
 
 def paddle_error_line(exc):

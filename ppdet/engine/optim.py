@@ -57,47 +57,68 @@ def check_schedule(cfg):
             raise ConfigError(f"LearningRate.schedulers entry {item!r} is not a mapping: "
                               f"e.g. '- !PiecewiseDecay {{milestones: [8, 11]}}'")
         name = item.get("name") or item.get("type")
-        key = f"LearningRate {name}"
-        if name == "PiecewiseDecay":
-            milestones = item.get("milestones")
-            if milestones is not None:
-                if not isinstance(milestones, list) or not milestones or \
-                        not all(_number(m) for m in milestones):
-                    raise ConfigError(f"{key} milestones {milestones!r} must be a list of "
-                                      f"epochs, e.g. [8, 11]")
-                if min(milestones) <= 0:
-                    raise ConfigError(f"{key} milestones {milestones} must be epochs > 0: "
-                                      f"drop {min(milestones):g}")
-                if any(b < a for a, b in zip(milestones, milestones[1:])):
-                    fix = sorted(milestones)
-                    raise ConfigError(f"{key} milestones {milestones} are not increasing "
-                                      f"(the schedule would end before it starts): give "
-                                      f"{fix}")
-                values = item.get("values")
-                if values is not None and (not isinstance(values, list)
-                                           or len(values) != len(milestones) + 1):
-                    raise ConfigError(f"{key} has {len(milestones)} milestones, so it needs "
-                                      f"{len(milestones) + 1} values (one before each "
-                                      f"milestone and one after), not {values!r}")
-            gamma = item.get("gamma", 0.1)
-            if not _number(gamma) or gamma <= 0:
-                raise ConfigError(f"{key} gamma is {gamma}: it must be > 0 (e.g. 0.1)")
-        elif name == "CosineDecay":
-            if item.get("max_epochs") is not None:
-                _whole(f"{key} max_epochs", item["max_epochs"], 1, option=False)
-            min_lr = item.get("min_lr", 0.0)
-            if not _number(min_lr) or not 0 <= min_lr < base_lr:
-                raise ConfigError(f"{key} min_lr is {min_lr}: it must be in [0, base_lr "
-                                  f"{base_lr:g}), e.g. 0")
-        elif name == "LinearWarmup":
-            for k in ("steps", "epochs"):
-                if item.get(k) is not None:
-                    _whole(f"{key} {k}", item[k], 0, option=False)
-            factor = item.get("start_factor", 1. / 3)
-            if not _number(factor) or not 0 <= factor <= 1:
-                raise ConfigError(f"{key} start_factor is {factor}: it must be in [0, 1] "
-                                  f"(e.g. 0.1: start at a tenth of base_lr)")
+        check = _SCHEDULE_CHECKS.get(name)
+        if check is not None:
+            check(item, f"LearningRate {name}", base_lr)
     return cfg
+
+
+def _check_piecewise(item, key, base_lr):
+    """PiecewiseDecay: milestones (when given) positive, not decreasing, with one value more
+    than milestones when values are given; ``gamma`` > 0."""
+    milestones = item.get("milestones")
+    if milestones is not None:
+        _check_milestones(milestones, key)
+        values = item.get("values")
+        if values is not None and (not isinstance(values, list)
+                                   or len(values) != len(milestones) + 1):
+            raise ConfigError(f"{key} has {len(milestones)} milestones, so it needs "
+                              f"{len(milestones) + 1} values (one before each "
+                              f"milestone and one after), not {values!r}")
+    gamma = item.get("gamma", 0.1)
+    if not _number(gamma) or gamma <= 0:
+        raise ConfigError(f"{key} gamma is {gamma}: it must be > 0 (e.g. 0.1)")
+
+
+def _check_milestones(milestones, key):
+    """A non-empty list of epochs > 0 that never decreases."""
+    if not isinstance(milestones, list) or not milestones or \
+            not all(_number(m) for m in milestones):
+        raise ConfigError(f"{key} milestones {milestones!r} must be a list of "
+                          f"epochs, e.g. [8, 11]")
+    if min(milestones) <= 0:
+        raise ConfigError(f"{key} milestones {milestones} must be epochs > 0: "
+                          f"drop {min(milestones):g}")
+    if any(b < a for a, b in zip(milestones, milestones[1:])):
+        fix = sorted(milestones)
+        raise ConfigError(f"{key} milestones {milestones} are not increasing "
+                          f"(the schedule would end before it starts): give "
+                          f"{fix}")
+
+
+def _check_cosine(item, key, base_lr):
+    """CosineDecay: ``max_epochs`` >= 1 when given, ``min_lr`` in [0, base_lr)."""
+    if item.get("max_epochs") is not None:
+        _whole(f"{key} max_epochs", item["max_epochs"], 1, option=False)
+    min_lr = item.get("min_lr", 0.0)
+    if not _number(min_lr) or not 0 <= min_lr < base_lr:
+        raise ConfigError(f"{key} min_lr is {min_lr}: it must be in [0, base_lr "
+                          f"{base_lr:g}), e.g. 0")
+
+
+def _check_warmup(item, key, base_lr):
+    """LinearWarmup: ``steps``/``epochs`` >= 0 when given, ``start_factor`` in [0, 1]."""
+    for k in ("steps", "epochs"):
+        if item.get(k) is not None:
+            _whole(f"{key} {k}", item[k], 0, option=False)
+    factor = item.get("start_factor", 1. / 3)
+    if not _number(factor) or not 0 <= factor <= 1:
+        raise ConfigError(f"{key} start_factor is {factor}: it must be in [0, 1] "
+                          f"(e.g. 0.1: start at a tenth of base_lr)")
+
+
+_SCHEDULE_CHECKS = {"PiecewiseDecay": _check_piecewise, "CosineDecay": _check_cosine,
+                    "LinearWarmup": _check_warmup}
 
 
 @LR_SCHEDULES.register

@@ -144,6 +144,10 @@ def _register_concat_worker(prune_worker):
 
 
 def _make_concat_worker(prune_worker):
+    """Long: one class for paddleslim's PRUNE_WORKER interface (``_prune`` and the
+    ``_forward`` it calls share the op, the visited marks and the transforms); its methods
+    only make sense together, and the class must be made from the installed paddleslim's
+    ``PruneWorker``, so it is defined inside this factory."""
     base = prune_worker.PruneWorker
     unsupported = prune_worker.UnsupportOpError
 

@@ -82,36 +82,71 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
     :func:`ppdet.slim.prune.search.ratios_by_loss`) is marked in both."""
     import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import TwoSlopeNorm
     sens = {k: v for k, v in sensitivities.items() if v}
     if not sens:
         return None
     ratios = ratios or {}
     groups = network_order(list(sens), order)
     names = [n for _, group in groups for n in group]
+    cols, grid = _loss_grid(sens, names)
+    fig, outer, pcols, prows = _sensitivity_layout(len(names), len(groups))
+    ax = fig.add_subplot(outer[0])
+    _heatmap(fig, ax, grid, names, cols, colour_bar_pad=0.12 if ratios else 0.02)
+    _stage_bands(fig, ax, groups)
+    _chosen_ratio_marks(ax, names, cols, ratios)
+    head = f"{title}: loss per conv and ratio"
+    if threshold is not None:
+        head += f"\n(black tick: ratio chosen for loss <= {threshold:.3f})"
+    ax.set_title(head, fontsize=10)
+    inner = outer[1].subgridspec(prows, pcols, hspace=0.55, wspace=0.3)
+    for k, (label, group) in enumerate(groups):
+        pax = fig.add_subplot(inner[k // pcols, k % pcols])
+        _stage_curves(pax, label, group, sens, ratios, threshold)
+        if k % pcols == 0:
+            pax.set_ylabel("loss", fontsize=8)
+        if k // pcols == prows - 1 or k + pcols >= len(groups):
+            pax.set_xlabel("share of filters pruned", fontsize=8)
+        pax.legend(fontsize=5.5, loc="best", framealpha=0.6, ncol=1 + len(group) // 6)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _save(fig, path)
+    return path
+
+
+def _loss_grid(sens, names):
+    """The sorted ratio columns, and the conv x ratio loss array (NaN where unmeasured)."""
     cols = sorted({float(r) for v in sens.values() for r in v})
     grid = np.full((len(names), len(cols)), np.nan)
     for i, n in enumerate(names):
         for r, loss in sens[n].items():
             grid[i, cols.index(float(r))] = loss
-    n_panels = len(groups)
+    return cols, grid
+
+
+def _sensitivity_layout(n_names, n_panels):
+    """The figure, sized to the convs and stages, and its outer grid: the heatmap on the
+    left, the stage panels (``prows`` x ``pcols``) on the right."""
+    import matplotlib.pyplot as plt
     pcols = 2 if n_panels > 3 else 1
     prows = -(-n_panels // pcols)
-    height = max(4.5, 0.24 * len(names) + 2.0, 2.6 * prows)
+    height = max(4.5, 0.24 * n_names + 2.0, 2.6 * prows)
     fig = plt.figure(figsize=(7.5 + 4.2 * pcols, height), dpi=100)
     outer = fig.add_gridspec(1, 2, width_ratios=[7.5, 4.2 * pcols], wspace=0.35,
                              left=0.23 * 7.5 / (7.5 + 4.2 * pcols), right=0.98,
                              top=1 - 0.9 / height, bottom=0.7 / height)
-    ax = fig.add_subplot(outer[0])
+    return fig, outer, pcols, prows
+
+
+def _heatmap(fig, ax, grid, names, cols, colour_bar_pad):
+    """The loss heatmap with its colour bar (gains pale green, losses red), the values
+    written in the cells when they fit, and the axes labelled."""
+    from matplotlib.colors import TwoSlopeNorm
     finite = grid[np.isfinite(grid)]
     hi = max(float(finite.max()), 1e-3)
     lo = min(float(finite.min()), -hi / 4)          # small gains stay pale
     image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", cmap="RdYlGn_r",
                       norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi),
                       interpolation="nearest")
-    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.12 if ratios else 0.02)
+    bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=colour_bar_pad)
     bar.set_label("relative mAP loss (below 0: pruning helped)")
     if len(names) * len(cols) <= 600:
         for i in range(len(names)):
@@ -122,10 +157,15 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
     ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel("share of filters pruned")
+
+
+def _stage_bands(fig, ax, groups):
+    """Stage separators across the heatmap, and each stage's label in the left margin."""
+    import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
     side = blended_transform_factory(fig.transFigure, ax.transData)
     start = 0
-    for label, group in groups:                    # stage separators, labels in the margin
+    for label, group in groups:
         if start:
             ax.axhline(start - 0.5, color="black", lw=1.2)
         end = start + len(group) - 1
@@ -135,7 +175,11 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
         ax.text(0.006, (start + end) / 2, short, transform=side, rotation=90, ha="center",
                 va="center", fontsize=7, color="dimgrey")
         start += len(group)
-    for i, n in enumerate(names):                  # chosen ratio: a black bar in the row
+
+
+def _chosen_ratio_marks(ax, names, cols, ratios):
+    """The chosen ratio of each conv: a black bar in its row, and the value on the right."""
+    for i, n in enumerate(names):
         if n in ratios:
             x = _ratio_x(ratios[n], cols)
             ax.plot([x, x], [i + 0.1, i + 0.48], color="black", lw=2.5, solid_capstyle="butt")
@@ -146,38 +190,28 @@ def plot_sensitivities(sensitivities, path, title="sensitivity", threshold=None,
                          [f"{ratios[n]:.2f}" if n in ratios else "-" for n in names],
                          fontsize=7)
         right.set_ylabel("chosen ratio", fontsize=8)
-    head = f"{title}: loss per conv and ratio"
-    if threshold is not None:
-        head += f"\n(black tick: ratio chosen for loss <= {threshold:.3f})"
-    ax.set_title(head, fontsize=10)
-    inner = outer[1].subgridspec(prows, pcols, hspace=0.55, wspace=0.3)
+
+
+def _stage_curves(pax, label, group, sens, ratios, threshold):
+    """One stage's panel: loss against ratio per conv, its chosen ratio a diamond."""
+    import matplotlib.pyplot as plt
     colours = plt.get_cmap("tab10").colors
-    for k, (label, group) in enumerate(groups):
-        pax = fig.add_subplot(inner[k // pcols, k % pcols])
-        for c, n in enumerate(group):
-            pts = sorted((float(r), v) for r, v in sens[n].items())
-            colour = colours[c % 10]
-            style = "-" if c < 10 else "--"
-            pax.plot([r for r, _ in pts], [v for _, v in pts], style, marker="o", ms=2.5,
-                     lw=1.2, color=colour, label=_short(n))
-            if n in ratios:
-                pax.plot(ratios[n], np.interp(ratios[n], *zip(*pts)), marker="D", ms=5,
-                         mfc="white", mec=colour, mew=1.5)
-        if threshold is not None:
-            pax.axhline(threshold, color="black", ls=":", lw=1)
-        pax.axhline(0, color="grey", lw=0.6)
-        pax.set_title(label, fontsize=9)
-        pax.set_xlim(0, 1)
-        pax.tick_params(labelsize=7)
-        pax.grid(alpha=0.3)
-        if k % pcols == 0:
-            pax.set_ylabel("loss", fontsize=8)
-        if k // pcols == prows - 1 or k + pcols >= n_panels:
-            pax.set_xlabel("share of filters pruned", fontsize=8)
-        pax.legend(fontsize=5.5, loc="best", framealpha=0.6, ncol=1 + len(group) // 6)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _save(fig, path)
-    return path
+    for c, n in enumerate(group):
+        pts = sorted((float(r), v) for r, v in sens[n].items())
+        colour = colours[c % 10]
+        style = "-" if c < 10 else "--"
+        pax.plot([r for r, _ in pts], [v for _, v in pts], style, marker="o", ms=2.5,
+                 lw=1.2, color=colour, label=_short(n))
+        if n in ratios:
+            pax.plot(ratios[n], np.interp(ratios[n], *zip(*pts)), marker="D", ms=5,
+                     mfc="white", mec=colour, mew=1.5)
+    if threshold is not None:
+        pax.axhline(threshold, color="black", ls=":", lw=1)
+    pax.axhline(0, color="grey", lw=0.6)
+    pax.set_title(label, fontsize=9)
+    pax.set_xlim(0, 1)
+    pax.tick_params(labelsize=7)
+    pax.grid(alpha=0.3)
 
 
 def _short(name):
@@ -192,8 +226,6 @@ def plot_sparsity(log, path, small=1e-2):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-    from matplotlib.ticker import MaxNLocator
     epochs = log["epochs"]
     if not epochs:
         return None
@@ -203,47 +235,66 @@ def plot_sparsity(log, path, small=1e-2):
     edges = np.array(log["edges"])
     fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(15, 4.4),
                                         gridspec_kw={"width_ratios": [1.25, 1, 0.8]})
-    rows = np.append(numbers - 0.5, numbers[-1] + 0.5)
-    mesh = ax0.pcolormesh(edges, rows, np.where(counts > 0, counts, np.nan), cmap="viridis",
-                          norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)), shading="flat")
-    fig.colorbar(mesh, ax=ax0, pad=0.02).set_label("channels in the bin (log scale)")
-    ax0.axvline(small, color="white", ls="--", lw=1)
-    ax0.set_xlim(0, edges[-1])
-    ax0.set_ylim(rows[0], rows[-1])
-    ticks = MaxNLocator(integer=True, nbins=12, min_n_ticks=1)
-    ax0.yaxis.set_major_locator(ticks)
-    ax0.set_xlabel("|BN scale| (|gamma|)")
-    ax0.set_ylabel("epoch")
-    ax0.set_title("|gamma| histogram of every epoch (empty bins white)")
-    picks = sorted(set(np.linspace(0, len(epochs) - 1, min(len(epochs), 5)).round()
-                       .astype(int)))
-    centres = (edges[:-1] + edges[1:]) / 2
-    colours = plt.get_cmap("plasma")(np.linspace(0, 0.85, len(picks)))
-    for colour, i in zip(colours, picks):
-        ax1.step(centres, counts[i], where="mid", color=colour, lw=1.4,
-                 label=f"epoch {numbers[i]}")
-    ax1.axvline(small, color="grey", ls="--", lw=1, label="1e-2")
-    ax1.set_xlim(0, edges[-1])
-    ax1.set_ylim(bottom=0)
-    ax1.set_xlabel("|BN scale| (|gamma|)")
-    ax1.set_ylabel("channels")
-    ax1.set_title("histograms of some epochs")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    share = [100 * e["share_below_1e-2"] for e in epochs]
-    ax2.plot(numbers, share, marker="o")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("% of scales below 1e-2")
-    ax2.set_ylim(0, max(5.0, max(share) * 1.15))
-    ax2.set_xlim(numbers[0] - 0.5, numbers[-1] + 0.5)
-    ax2.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12, min_n_ticks=1))
-    decay = {"none": "constant", "linear": "linear decay to 0",
-             "cosine": "cosine decay to 0"}.get(log.get("s_decay"), log.get("s_decay"))
-    ax2.set_title(f"sparsity (s = {log['s']:g}, {decay})")
-    ax2.grid(alpha=0.3)
+    _histogram_heatmap(fig, ax0, numbers, counts, edges, small)
+    _some_histograms(ax1, numbers, counts, edges, small)
+    _sparsity_curve(ax2, log, numbers)
     if len(numbers) <= 12:           # few epochs: exactly one tick each, never fractions
         ax0.set_yticks(numbers)
         ax2.set_xticks(numbers)
     fig.tight_layout()
     _save(fig, path, dpi=90)
     return path
+
+
+def _histogram_heatmap(fig, ax, numbers, counts, edges, small):
+    """Panel 1: every epoch's |gamma| histogram as a row, log colour scale."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import MaxNLocator
+    rows = np.append(numbers - 0.5, numbers[-1] + 0.5)
+    mesh = ax.pcolormesh(edges, rows, np.where(counts > 0, counts, np.nan), cmap="viridis",
+                         norm=LogNorm(vmin=1, vmax=max(counts.max(), 2)), shading="flat")
+    fig.colorbar(mesh, ax=ax, pad=0.02).set_label("channels in the bin (log scale)")
+    ax.axvline(small, color="white", ls="--", lw=1)
+    ax.set_xlim(0, edges[-1])
+    ax.set_ylim(rows[0], rows[-1])
+    ticks = MaxNLocator(integer=True, nbins=12, min_n_ticks=1)
+    ax.yaxis.set_major_locator(ticks)
+    ax.set_xlabel("|BN scale| (|gamma|)")
+    ax.set_ylabel("epoch")
+    ax.set_title("|gamma| histogram of every epoch (empty bins white)")
+
+
+def _some_histograms(ax, numbers, counts, edges, small):
+    """Panel 2: the histograms of up to five epochs, evenly spread, as step curves."""
+    import matplotlib.pyplot as plt
+    picks = sorted(set(np.linspace(0, len(numbers) - 1, min(len(numbers), 5)).round()
+                       .astype(int)))
+    centres = (edges[:-1] + edges[1:]) / 2
+    colours = plt.get_cmap("plasma")(np.linspace(0, 0.85, len(picks)))
+    for colour, i in zip(colours, picks):
+        ax.step(centres, counts[i], where="mid", color=colour, lw=1.4,
+                label=f"epoch {numbers[i]}")
+    ax.axvline(small, color="grey", ls="--", lw=1, label="1e-2")
+    ax.set_xlim(0, edges[-1])
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("|BN scale| (|gamma|)")
+    ax.set_ylabel("channels")
+    ax.set_title("histograms of some epochs")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _sparsity_curve(ax, log, numbers):
+    """Panel 3: the share of scales below 1e-2 per epoch, titled with the penalty."""
+    from matplotlib.ticker import MaxNLocator
+    share = [100 * e["share_below_1e-2"] for e in log["epochs"]]
+    ax.plot(numbers, share, marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("% of scales below 1e-2")
+    ax.set_ylim(0, max(5.0, max(share) * 1.15))
+    ax.set_xlim(numbers[0] - 0.5, numbers[-1] + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12, min_n_ticks=1))
+    decay = {"none": "constant", "linear": "linear decay to 0",
+             "cosine": "cosine decay to 0"}.get(log.get("s_decay"), log.get("s_decay"))
+    ax.set_title(f"sparsity (s = {log['s']:g}, {decay})")
+    ax.grid(alpha=0.3)

@@ -276,6 +276,23 @@ def atomic_dir(target, verify=None):
     if os.path.lexists(target) and not existed:
         raise WriteError(f"cannot write {target}: it is a file, not a folder", path=target,
                          reason="a file")
+    _make_tmp(target, parent, tmp, kept)
+    try:
+        yield tmp
+        if verify is not None:
+            verify(tmp)
+        _fsync_tree(tmp)
+        _swap_into_place(tmp, target, parent, name)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        error = _as_one_line(e, tmp, target, kept)
+        if error is not None:
+            raise error from e
+        raise
+
+
+def _make_tmp(target, parent, tmp, kept):
+    """An empty ``tmp`` beside ``target``, after the leftovers of killed runs are gone."""
     try:
         os.makedirs(parent, exist_ok=True)
         recover_dir(target)
@@ -286,31 +303,33 @@ def atomic_dir(target, verify=None):
         where = e.filename if e.filename is not None else parent
         raise WriteError(f"cannot write {_shown(where, tmp, target)}: {write_reason(e)} "
                          f"({kept})", path=target, reason=write_reason(e)) from e
-    try:
-        yield tmp
-        if verify is not None:
-            verify(tmp)
-        _fsync_tree(tmp)
-        if not os.path.lexists(target):
-            os.rename(tmp, target)
-        elif _exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)       # now the previous folder
-        else:
-            backup = os.path.join(parent, f".{name}.old-{os.getpid()}")
-            os.rename(target, backup)
-            os.rename(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        _fsync_dir(parent)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, WriteError) and getattr(e, "path", None):
-            where = _shown(e.path, tmp, target)
-            raise WriteError(f"cannot write {where}: {e.reason} ({kept})", path=where,
-                             reason=e.reason) from e
-        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
-            where = _shown(e.filename, tmp, target) if e.filename is not None else target
-            raise WriteError(f"cannot write {where}: {write_reason(e)} ({kept})",
-                             path=where, reason=write_reason(e)) from e
-        if isinstance(e, UserError) and tmp in str(e):      # e.g. a refused verification
-            raise UserError(f"{str(e).replace(tmp, target)} ({kept})") from e
-        raise
+
+
+def _swap_into_place(tmp, target, parent, name):
+    """``tmp`` becomes ``target`` in one step where the kernel can, else by two renames."""
+    if not os.path.lexists(target):
+        os.rename(tmp, target)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)       # now the previous folder
+    else:
+        backup = os.path.join(parent, f".{name}.old-{os.getpid()}")
+        os.rename(target, backup)
+        os.rename(tmp, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    _fsync_dir(parent)
+
+
+def _as_one_line(e, tmp, target, kept):
+    """The one-line error to raise instead of ``e`` (paths shown inside ``target``, what
+    was kept said), or None: re-raise ``e`` as it is."""
+    if isinstance(e, WriteError) and getattr(e, "path", None):
+        where = _shown(e.path, tmp, target)
+        return WriteError(f"cannot write {where}: {e.reason} ({kept})", path=where,
+                          reason=e.reason)
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+        where = _shown(e.filename, tmp, target) if e.filename is not None else target
+        return WriteError(f"cannot write {where}: {write_reason(e)} ({kept})",
+                          path=where, reason=write_reason(e))
+    if isinstance(e, UserError) and tmp in str(e):      # e.g. a refused verification
+        return UserError(f"{str(e).replace(tmp, target)} ({kept})")
+    return None

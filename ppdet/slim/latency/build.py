@@ -119,8 +119,7 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
     have = LatencyTable.load(path, key) if os.path.isfile(path) else LatencyTable(key)
     chosen, items = work_items(graph, step, max_counts, extra_counts, groups)
     passes = PASSES if passes is None else max(int(passes), 1)
-    todo = [(p, a, b) for p in range(1, passes + 1) for a, b in items
-            if have.passes.get(item_id(a, b), 0) < p]
+    todo = _timings_to_take(have, items, passes)
     sizes = {g.key: g.size for g in chosen}
     table = _locked_update(path, key, lambda t: t.sizes.update(sizes))
     need_whole = table.calib is None
@@ -132,36 +131,12 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
     if progress and todo:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="latency table", unit="entry")
-
     gate = quiet_gate(threads, use_mkldnn) if quiet and (todo or need_whole) else None
-    overhead = run_overhead(threads, use_mkldnn) if todo else 0.0
-
-    def one(spec):                       # the conv's own time, without the run overhead
-        return max(time_specs([spec], threads, use_mkldnn, repeats=repeats, gate=gate)
-                   - overhead, 0.0)
-
-    def keep_base(t, conv, ms, n):
-        t.base[conv] = min(t.base.get(conv, ms), ms)
-        t.passes[item_id("base", conv)] = max(t.passes.get(item_id("base", conv), 0), n)
-
-    def keep_entry(t, group, kept, pieces, n):
-        have = t.entries.setdefault(group, {}).setdefault(kept, {})
-        for u, ms in pieces.items():
-            have[u] = min(have.get(u, ms), ms)
-        t.passes[item_id(group, kept)] = max(t.passes.get(item_id(group, kept), 0), n)
+    timer = _EntryTimer(graph, chosen, shapes, threads, use_mkldnn, repeats, gate,
+                        run_overhead(threads, use_mkldnn) if todo else 0.0)
     try:
         for n, (p, a, b) in enumerate(todo, 1):
-            if a == "base":
-                g = next(g for g in chosen if b in g.producers or b in g.consumers)
-                ms = one(group_specs(graph, g, g.size, shapes)[b])
-                table = _locked_update(path, key, lambda t, b=b, ms=ms, p=p:
-                                       keep_base(t, b, ms, p))
-            else:
-                g = graph.group(a)
-                pieces = {u: one(spec) for u, spec in
-                          group_specs(graph, g, b, shapes).items()}
-                table = _locked_update(path, key, lambda t, a=a, b=b, pc=pieces, p=p:
-                                       keep_entry(t, a, b, pc, p))
+            table = timer.time_entry(path, key, a, b, p)
             if bar is not None:
                 bar.update(1)
             if on_entry is not None:
@@ -170,14 +145,68 @@ def build_table(graph, cfg, path, image_size, threads=1, use_mkldnn=True, step=8
         if bar is not None:
             bar.close()
     if need_whole:
-        plans = [{}, *calibration_plans(table)]
-        ms = measure_plans(graph, cfg, plans, image_size, threads, use_mkldnn, repeats,
-                           rounds, gate)
-
-        def keep_whole(t):
-            t.full_ms = ms[0]
-            t.calib = [{"plan": pl, "ms": m} for pl, m in zip(plans, ms)]
-        table = _locked_update(path, key, keep_whole)
+        table = _calibrate_whole(graph, cfg, path, key, table, image_size, threads,
+                                 use_mkldnn, repeats, rounds, gate)
     if gate is not None:
         log(gate.summary())
     return table
+
+
+def _timings_to_take(have, items, passes):
+    """``[(pass, a, b)]``: every item's timings not yet in ``have``, pass after pass."""
+    return [(p, a, b) for p in range(1, passes + 1) for a, b in items
+            if have.passes.get(item_id(a, b), 0) < p]
+
+
+def _keep_base(t, conv, ms, n):
+    """Record a conv's unpruned time (the fastest so far) and that pass ``n`` is done."""
+    t.base[conv] = min(t.base.get(conv, ms), ms)
+    t.passes[item_id("base", conv)] = max(t.passes.get(item_id("base", conv), 0), n)
+
+
+def _keep_entry(t, group, kept, pieces, n):
+    """Record a group's per-conv times at ``kept`` (the fastest so far) and pass ``n``."""
+    have = t.entries.setdefault(group, {}).setdefault(kept, {})
+    for u, ms in pieces.items():
+        have[u] = min(have.get(u, ms), ms)
+    t.passes[item_id(group, kept)] = max(t.passes.get(item_id(group, kept), 0), n)
+
+
+class _EntryTimer:
+    """Times one table entry (each conv on its own, the run overhead taken off) and writes
+    it to the table file under its lock."""
+
+    def __init__(self, graph, chosen, shapes, threads, use_mkldnn, repeats, gate, overhead):
+        self.graph, self.chosen, self.shapes = graph, chosen, shapes
+        self.threads, self.use_mkldnn, self.repeats = threads, use_mkldnn, repeats
+        self.gate, self.overhead = gate, overhead
+
+    def one(self, spec):
+        """The conv's own time, without the run overhead."""
+        return max(time_specs([spec], self.threads, self.use_mkldnn, repeats=self.repeats,
+                              gate=self.gate) - self.overhead, 0.0)
+
+    def time_entry(self, path, key, a, b, p):
+        """Time item ``(a, b)`` for pass ``p``; returns the table as written."""
+        graph = self.graph
+        if a == "base":
+            g = next(g for g in self.chosen if b in g.producers or b in g.consumers)
+            ms = self.one(group_specs(graph, g, g.size, self.shapes)[b])
+            return _locked_update(path, key, lambda t: _keep_base(t, b, ms, p))
+        g = graph.group(a)
+        pieces = {u: self.one(spec) for u, spec in
+                  group_specs(graph, g, b, self.shapes).items()}
+        return _locked_update(path, key, lambda t: _keep_entry(t, a, b, pieces, p))
+
+
+def _calibrate_whole(graph, cfg, path, key, table, image_size, threads, use_mkldnn, repeats,
+                     rounds, gate):
+    """Time the whole model unpruned and at the calibration plans; returns the table."""
+    plans = [{}, *calibration_plans(table)]
+    ms = measure_plans(graph, cfg, plans, image_size, threads, use_mkldnn, repeats,
+                       rounds, gate)
+
+    def keep_whole(t):
+        t.full_ms = ms[0]
+        t.calib = [{"plan": pl, "ms": m} for pl, m in zip(plans, ms)]
+    return _locked_update(path, key, keep_whole)

@@ -69,50 +69,20 @@ def analyse_sensitivity(cfg, req, log=print):
     file are skipped). The file is checked, and refused, before the slow steps (caching
     the eval set, the baseline)."""
     req = req.check()
-    from ppdet.engine.builder import (
-        build_dataset,
-        build_metric_for,
-        build_model,
-        check_metric_config,
-        image_size_for,
-    )
-    from ppdet.engine.checkpoint import load_weights, resolve_weights
+    from ppdet.engine.builder import build_model
     from ppdet.slim.prune.params import select_params
-    from ppdet.slim.prune.pruner import FilterPruner
-    from ppdet.slim.sensitivity.analysis import fingerprint, run_sensitivity
-    from ppdet.slim.sensitivity.bn_calib import CalibSet
-    from ppdet.slim.sensitivity.cache import EvalCache, eval_set_digest
-    from ppdet.slim.sensitivity.store import SensitivityStore
     model = build_model(cfg)
     params = select_params(model, req.pruned_params or "*")
     ratios = list(req.pruned_ratios)
-    check_metric_config(cfg)
-    image_size_for(cfg, "eval")          # a fixed eval size, needed to cache the eval set
-    weights = resolve_weights(cfg.get("weights"))
-    dataset = build_dataset(cfg, "eval")
-    records = dataset.records[:req.eval_samples] if req.eval_samples else dataset.records
-    if not records:
-        raise UserError(f"the eval set {dataset.anno_path} holds no images")
-    weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
-    train, calib_fp = _calibration_set(cfg, req)
-    fp = fingerprint(cfg, weights_file, eval_set_digest(records), req.criterion, calib_fp,
-                     records=records)
-    store = SensitivityStore(req.sensitivities_file, fp, adopt=req.adopt)
-    load_weights(model, weights)
-    pruner = FilterPruner(model, req.criterion)
-    pruner.check(params)
-    transforms = cfg["EvalReader"]["sample_transforms"]
-    cache = EvalCache(dataset, transforms, max_samples=req.eval_samples)
-    metric = build_metric_for(cfg, cache.dataset)
-    calib_set = CalibSet(train, transforms, req.bn_calib, req.batch_size,
-                         progress=req.progress) if req.bn_calib else None
-    measure, evaluator, share, workers = _measures(req, model, pruner, cache, metric,
-                                                   calib_set, log)
+    weights, dataset, train, store = _open_store(cfg, req)
+    cache, metric, (measure, evaluator, share, workers) = _prepare_measures(
+        cfg, req, model, weights, params, dataset, train, log)
     log(f"{len(params)} convs x {len(ratios)} ratios, shard {req.shard_id + 1}/{req.shards}, "
         f"{len(cache)} eval images, {req.mode} mode"
         + (" on the GPU" if req.device == "gpu" else "")
         + (f", BN recalibrated on {req.bn_calib} x {req.batch_size} training images"
            if req.bn_calib else "") + f", loss on {metric.headline} -> {store.path}")
+    from ppdet.slim.sensitivity.analysis import run_sensitivity
     try:
         with share:
             if workers is not None:
@@ -129,3 +99,46 @@ def analyse_sensitivity(cfg, req, log=print):
     log(f"wrote {store.path} ({n} measurements of {len(data)} convs in all) and "
         f"{store.meta_path}")
     return SensitivityResult(data, params, ratios, store.path, store.baseline)
+
+
+def _open_store(cfg, req):
+    """``(weights, eval dataset, calibration training set or None, store)``: the checks
+    that need no model run, then the sensitivities file opened under its fingerprint (a
+    file measured under another is refused here, before the slow steps)."""
+    from ppdet.engine.builder import build_dataset, check_metric_config, image_size_for
+    from ppdet.engine.checkpoint import resolve_weights
+    from ppdet.slim.sensitivity.analysis import fingerprint
+    from ppdet.slim.sensitivity.cache import eval_set_digest
+    from ppdet.slim.sensitivity.store import SensitivityStore
+    check_metric_config(cfg)
+    image_size_for(cfg, "eval")          # a fixed eval size, needed to cache the eval set
+    weights = resolve_weights(cfg.get("weights"))
+    dataset = build_dataset(cfg, "eval")
+    records = dataset.records[:req.eval_samples] if req.eval_samples else dataset.records
+    if not records:
+        raise UserError(f"the eval set {dataset.anno_path} holds no images")
+    weights_file = weights + ".pdparams" if os.path.isfile(weights + ".pdparams") else weights
+    train, calib_fp = _calibration_set(cfg, req)
+    fp = fingerprint(cfg, weights_file, eval_set_digest(records), req.criterion, calib_fp,
+                     records=records)
+    store = SensitivityStore(req.sensitivities_file, fp, adopt=req.adopt)
+    return weights, dataset, train, store
+
+
+def _prepare_measures(cfg, req, model, weights, params, dataset, train, log):
+    """``(eval cache, metric, _measures(...))``: the weights loaded, the pruner checked,
+    the eval set cached and the BN calibration set made."""
+    from ppdet.engine.builder import build_metric_for
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.slim.prune.pruner import FilterPruner
+    from ppdet.slim.sensitivity.bn_calib import CalibSet
+    from ppdet.slim.sensitivity.cache import EvalCache
+    load_weights(model, weights)
+    pruner = FilterPruner(model, req.criterion)
+    pruner.check(params)
+    transforms = cfg["EvalReader"]["sample_transforms"]
+    cache = EvalCache(dataset, transforms, max_samples=req.eval_samples)
+    metric = build_metric_for(cfg, cache.dataset)
+    calib_set = CalibSet(train, transforms, req.bn_calib, req.batch_size,
+                         progress=req.progress) if req.bn_calib else None
+    return cache, metric, _measures(req, model, pruner, cache, metric, calib_set, log)

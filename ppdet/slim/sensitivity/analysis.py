@@ -186,7 +186,28 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     few are measured past a conv's stop.
     """
     measures = list(measure) if isinstance(measure, (list, tuple)) else [measure]
-    measure = measures[0]
+    _ensure_baseline(measures[0], store, log, label)
+    mine, todo = _pending_pairs(store, params, ratios, shards, shard_id, log, stop_loss,
+                                parallel=len(measures) > 1)
+    run = _SensitivityRun(store, todo, log, label, stop_loss, workers,
+                          _Progress(len(todo), progress, log))
+    try:
+        if len(measures) == 1:
+            run.worker(0, measures[0])
+        else:
+            run.run_threads(measures)
+    finally:
+        run.progress.close()
+    if run.failed:
+        raise run.failed[0]
+    if run.skipped:
+        log(f"{run.skipped} of {len(mine)} pairs skipped by --stop_loss {stop_loss} (listed in "
+            f"{os.path.basename(store.meta_path)})")
+    return store.data
+
+
+def _ensure_baseline(measure, store, log, label):
+    """Measure the baseline unless the store holds one; refuse a baseline of zero."""
     if store.baseline is None:
         tic = time.time()
         value = measure.baseline()
@@ -202,6 +223,10 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if not store.baseline > 0:
         raise UserError(f"{store.meta_path} holds baseline {store.baseline}: delete it and "
                         f"measure again")
+
+
+def _pending_pairs(store, params, ratios, shards, shard_id, log, stop_loss, parallel):
+    """This shard's pairs, and those of them not yet in ``store``, in measuring order."""
     if stop_loss is not None:
         ratios = sorted(ratios)
     mine = plan_pairs(params, ratios, shards, shard_id)
@@ -209,82 +234,110 @@ def run_sensitivity(measure, store, params, ratios, shards=1, shard_id=0, progre
     if len(todo) < len(mine):
         log(f"resuming: {len(mine) - len(todo)} of {len(mine)} measurements already in "
             f"{store.path}")
-    if stop_loss is not None and len(measures) > 1:
+    if stop_loss is not None and parallel:
         todo.sort(key=lambda pair: pair[1])                 # stable: convs keep their order
-    # a live bar on a terminal; in a redirected log (nohup) one line per measurement that
-    # carries the count and the ETA instead of hundreds of carriage-return updates
-    bar_on = progress and sys.stderr.isatty()
-    bar = tqdm(total=len(todo), desc="sensitivity", disable=not bar_on, dynamic_ncols=True)
-    start, done = time.time(), [0]
+    return mine, todo
 
-    def say(line):
-        done[0] += 1
-        if bar_on:
-            bar.write(line)
+
+class _Progress:
+    """A live bar on a terminal; in a redirected log (nohup) one line per measurement that
+    carries the count and the ETA instead of hundreds of carriage-return updates."""
+
+    def __init__(self, total, progress, log):
+        self.total, self.log = total, log
+        self.bar_on = progress and sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc="sensitivity", disable=not self.bar_on,
+                        dynamic_ncols=True)
+        self.start, self.done = time.time(), 0
+
+    def say(self, line):
+        self.done += 1
+        if self.bar_on:
+            self.bar.write(line)
         else:
-            eta = (time.time() - start) / done[0] * max(len(todo) - done[0], 0)
-            log(f"[{done[0]}/{len(todo)}, ETA {_clock(eta)}] {line}")
-    queue, lock, failed = collections.deque(todo), threading.Lock(), []
-    skipped = 0
+            eta = (time.time() - self.start) / self.done * max(self.total - self.done, 0)
+            self.log(f"[{self.done}/{self.total}, ETA {_clock(eta)}] {line}")
 
-    def one(m, name, ratio):
-        nonlocal skipped
-        if stop_loss is not None:
-            with lock:
-                store.refresh()
-                if store.has(name, ratio):      # another process measured it meanwhile
-                    return
-                if stopped_by(store.data.get(name, {}), ratio, stop_loss) is not None:
-                    if not store.is_skipped(name, ratio):
-                        store.skip(name, ratio, stop_loss)
-                    skipped += 1
-                    return
+    def update(self):
+        self.bar.update()
+
+    def close(self):
+        self.bar.close()
+
+
+class _SensitivityRun:
+    """The state the measuring workers share: the queue of pairs, the store's lock, the
+    first failure and the count of pairs skipped by ``stop_loss``."""
+
+    def __init__(self, store, todo, log, label, stop_loss, workers, progress):
+        self.store, self.log, self.label = store, log, label
+        self.stop_loss, self.workers, self.progress = stop_loss, workers, progress
+        self.queue, self.lock, self.failed = collections.deque(todo), threading.Lock(), []
+        self.skipped = 0
+
+    def _stopped(self, name, ratio):
+        """True when the pair needs no measuring: another process measured it meanwhile,
+        or a smaller ratio of its conv passed ``stop_loss`` (then it is marked skipped)."""
+        store = self.store
+        with self.lock:
+            store.refresh()
+            if store.has(name, ratio):      # another process measured it meanwhile
+                return True
+            if stopped_by(store.data.get(name, {}), ratio, self.stop_loss) is not None:
+                if not store.is_skipped(name, ratio):
+                    store.skip(name, ratio, self.stop_loss)
+                self.skipped += 1
+                return True
+        return False
+
+    def one(self, m, name, ratio):
+        """Measure one pair with ``m`` and record its loss."""
+        stop_loss, store = self.stop_loss, self.store
+        if stop_loss is not None and self._stopped(name, ratio):
+            return
         value, kept = m(name, ratio)
         loss = (store.baseline - value) / store.baseline
-        with lock:
+        with self.lock:
             store.add(name, ratio, loss)
-            say(f"{name} ratio {ratio:.2f}: {kept} filters kept, {label} {value * 100:.2f}, "
-                f"loss {loss:.4f}" + (f" > --stop_loss {stop_loss}: larger ratios skipped"
-                                      if stop_loss is not None and loss > stop_loss else ""))
+            self.progress.say(
+                f"{name} ratio {ratio:.2f}: {kept} filters kept, {self.label} "
+                f"{value * 100:.2f}, loss {loss:.4f}"
+                + (f" > --stop_loss {stop_loss}: larger ratios skipped"
+                   if stop_loss is not None and loss > stop_loss else ""))
 
-    def worker(k, m):
-        while not failed:
-            if k and ((workers is not None and k >= workers())
-                      or not getattr(m, "ready", lambda: True)()):
-                if not queue:
+    def _must_wait(self, k, m):
+        """Worker ``k`` (not the first) waits while the cores are taken or ``m`` loads."""
+        return k and ((self.workers is not None and k >= self.workers())
+                      or not getattr(m, "ready", lambda: True)())
+
+    def worker(self, k, m):
+        """Take pairs from the queue until it is empty or a worker failed."""
+        while not self.failed:
+            if self._must_wait(k, m):
+                if not self.queue:
                     return
                 time.sleep(0.05)        # another process holds the cores, or still loading
                 continue
-            with lock:
-                if not queue:
+            with self.lock:
+                if not self.queue:
                     return
-                name, ratio = queue.popleft()
+                name, ratio = self.queue.popleft()
             try:
-                one(m, name, ratio)
+                self.one(m, name, ratio)
             except BaseException as e:          # the main thread re-raises it
-                failed.append(e)
+                self.failed.append(e)
                 return
             finally:
-                bar.update()
+                self.progress.update()
 
-    try:
-        if len(measures) == 1:
-            worker(0, measure)
-        else:
-            threads = [threading.Thread(target=worker, args=(k, m), daemon=True)
-                       for k, m in enumerate(measures)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-    finally:
-        bar.close()
-    if failed:
-        raise failed[0]
-    if skipped:
-        log(f"{skipped} of {len(mine)} pairs skipped by --stop_loss {stop_loss} (listed in "
-            f"{os.path.basename(store.meta_path)})")
-    return store.data
+    def run_threads(self, measures):
+        """One worker thread per measure, all joined."""
+        threads = [threading.Thread(target=self.worker, args=(k, m), daemon=True)
+                   for k, m in enumerate(measures)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
 
 def _clock(seconds):

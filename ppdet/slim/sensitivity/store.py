@@ -268,6 +268,21 @@ def merge_with_sidecars(paths, output, adopt=False):
     if os.path.isdir(output):
         raise UserError(f"-o {output} is a folder: give a file path")
     merged = merge_files(paths)
+    metas = _agreeing_sidecars(paths, output, adopt)
+    out = os.path.abspath(output)
+    with file_lock(out):
+        if os.path.exists(out) and out not in map(os.path.abspath, paths):
+            _keep_output_records(out, output, metas, merged, adopt)
+        if metas:
+            atomic_write_bytes(out + META_SUFFIX,
+                               json.dumps(_merged_meta(out, metas, merged), indent=1).encode())
+        atomic_write_bytes(out, pickle.dumps(merged, protocol=2))
+    return merged
+
+
+def _agreeing_sidecars(paths, output, adopt):
+    """``[(path, sidecar)]`` of the inputs that have one, checked: all of one fingerprint,
+    and no input without one beside them (or beside ``output``'s) unless ``adopt``."""
     metas = [(p, read_meta(p + META_SUFFIX)) for p in paths]
     bare = [p for p, m in metas if m is None]
     metas = [(p, m) for p, m in metas if m is not None]
@@ -283,36 +298,41 @@ def merge_with_sidecars(paths, output, adopt=False):
             if first is not None and first != value:
                 raise UserError(f"{p} was measured with another {key} than {metas[0][0]}: "
                                 f"these files cannot be merged")
-    out = os.path.abspath(output)
-    with file_lock(out):
-        if os.path.exists(out) and out not in map(os.path.abspath, paths):
-            old = load_sensitivities_file(out)
-            old_meta = read_meta(out + META_SUFFIX)
-            if metas and old_meta is not None:
-                for key, value in metas[0][1].get("fingerprint", {}).items():
-                    if _fp_get(old_meta.get("fingerprint", {}), key) != value:
-                        raise UserError(f"{output} was measured with another {key} than "
-                                        f"{metas[0][0]}: merge into another -o file")
-            elif metas and old and not adopt:
-                raise UserError(f"{output} has no sidecar, so its records cannot be checked "
-                                f"against the inputs: pass --adopt, or merge into another "
-                                f"-o file")
-            for name, losses in old.items():
-                for r, loss in losses.items():
-                    merged.setdefault(name, {}).setdefault(r, loss)
-        if metas:
-            meta = dict(metas[0][1])
-            skipped = {}
-            old_meta = read_meta(out + META_SUFFIX) if os.path.exists(out) else None
-            for m in [old_meta or {}] + [m for _, m in metas]:
-                for n, d in _skipped_of(m).items():
-                    for r, v in d.items():
-                        if r not in merged.get(n, {}):
-                            skipped.setdefault(n, {})[r] = v
-            meta.pop("skipped", None)
-            if skipped:
-                meta["skipped"] = {n: {str(r): v for r, v in sorted(d.items())}
-                                   for n, d in sorted(skipped.items())}
-            atomic_write_bytes(out + META_SUFFIX, json.dumps(meta, indent=1).encode())
-        atomic_write_bytes(out, pickle.dumps(merged, protocol=2))
-    return merged
+    return metas
+
+
+def _keep_output_records(out, output, metas, merged, adopt):
+    """Add the records already in ``out`` to ``merged`` (the inputs win), once its sidecar
+    is found to agree with the inputs'."""
+    old = load_sensitivities_file(out)
+    old_meta = read_meta(out + META_SUFFIX)
+    if metas and old_meta is not None:
+        for key, value in metas[0][1].get("fingerprint", {}).items():
+            if _fp_get(old_meta.get("fingerprint", {}), key) != value:
+                raise UserError(f"{output} was measured with another {key} than "
+                                f"{metas[0][0]}: merge into another -o file")
+    elif metas and old and not adopt:
+        raise UserError(f"{output} has no sidecar, so its records cannot be checked "
+                        f"against the inputs: pass --adopt, or merge into another "
+                        f"-o file")
+    for name, losses in old.items():
+        for r, loss in losses.items():
+            merged.setdefault(name, {}).setdefault(r, loss)
+
+
+def _merged_meta(out, metas, merged):
+    """The first input's sidecar, listing as skipped every pair skipped in any sidecar
+    (``out``'s too) that no file measured."""
+    meta = dict(metas[0][1])
+    skipped = {}
+    old_meta = read_meta(out + META_SUFFIX) if os.path.exists(out) else None
+    for m in [old_meta or {}] + [m for _, m in metas]:
+        for n, d in _skipped_of(m).items():
+            for r, v in d.items():
+                if r not in merged.get(n, {}):
+                    skipped.setdefault(n, {})[r] = v
+    meta.pop("skipped", None)
+    if skipped:
+        meta["skipped"] = {n: {str(r): v for r, v in sorted(d.items())}
+                           for n, d in sorted(skipped.items())}
+    return meta
