@@ -2,8 +2,6 @@
 quantized convs and the pruned shapes, INT8 outputs agree with the fake-quant simulation,
 the skip list keeps convs in FP32, and bad input is one line with files left intact.
 Structure and numerics only, never times (CI may lack VNNI)."""
-import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -13,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from helpers import script, snapshot
 
 from ppdet.core.config import load_config
 from ppdet.engine import cpu_features as cpu
@@ -29,25 +28,6 @@ SMALL = ["EvalDataset.sample_num=16", "EvalReader.worker_num=0", "worker_num=0"]
 PRUNED = {"yolo_block.0.0.0.conv.weights": 0.5, "conv6_sep_weights": 0.5,
           "yolo_block.1.tip.conv.weights": 0.25}
 SKIP = ("conv1_weights", "yolo_output.0.conv.weights")
-
-
-def _script(rel):
-    spec = importlib.util.spec_from_file_location(
-        "script_" + rel.replace("/", "_")[:-3], os.path.join(ROOT, rel))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _tree_digest(folder):
-    """{relative path: sha256} of every file under ``folder``."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            path = os.path.join(dirpath, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def _one_error_line(capsys, excinfo, *needles):
@@ -201,7 +181,7 @@ def test_post_quant_reports_fp32_and_int8_map(int8):
 
 
 def test_skip_list_keeps_the_named_convs_in_fp32(pruned, tmp_path, capsys):
-    main = _script("slim/quant/post_quant.py").main
+    main = script("slim/quant/post_quant.py").main
     result = main(["-c", CFG, "-o", f"weights={pruned[0]}", *SMALL, "--calib_samples", "8",
                    "--calib_batch_size", "8", "--algo", "avg", "--output_dir", str(tmp_path),
                    "--skip", *SKIP])
@@ -219,20 +199,20 @@ def test_skip_list_keeps_the_named_convs_in_fp32(pruned, tmp_path, capsys):
 # --- deployment that cannot fall into the slow trap ---------------------------------------
 def test_int8_model_refused_where_it_would_run_in_fp32(int8, tmp_path, capsys):
     _, result = int8
-    before = _tree_digest(result.out_dir)
+    before = snapshot(result.out_dir)
     with pytest.raises(UserError, match="INT8"):
         Predictor(result.out_dir, use_mkldnn=False)
     from ppdet.engine.latency import measure_latency
     with pytest.raises(UserError, match="oneDNN"):
         measure_latency(result.out_dir, [160, 160], use_mkldnn=False, warmup=0, repeats=1)
-    infer = _script("deploy/python/infer.py").main
+    infer = script("deploy/python/infer.py").main
     image = os.path.join(ROOT, "dataset/shapes/voc/JPEGImages/val_00000.jpg")
     with pytest.raises(SystemExit) as e:
         infer(["--model_dir", result.out_dir, "--image_file", image, "--output_dir",
                str(tmp_path / "drawn"), "--no_mkldnn"])
     _one_error_line(capsys, e, "INT8", "oneDNN")
     assert not (tmp_path / "drawn").exists()
-    assert _tree_digest(result.out_dir) == before
+    assert snapshot(result.out_dir) == before
     # with oneDNN it runs, and says so
     infer(["--model_dir", result.out_dir, "--image_file", image, "--output_dir",
            str(tmp_path / "drawn")])
@@ -251,8 +231,8 @@ def test_unknown_precision_and_missing_infer_cfg(int8, tmp_path, capsys):
     with pytest.raises(UserError, match="precision 'int4'"):
         Predictor(str(bad))
     os.remove(bad / "infer_cfg.yml")
-    before = _tree_digest(bad)
-    infer = _script("deploy/python/infer.py").main
+    before = snapshot(bad)
+    infer = script("deploy/python/infer.py").main
     image = os.path.join(ROOT, "dataset/shapes/voc/JPEGImages/val_00000.jpg")
     with pytest.raises(SystemExit) as e:
         infer(["--model_dir", str(bad), "--image_file", image, "--output_dir",
@@ -263,7 +243,7 @@ def test_unknown_precision_and_missing_infer_cfg(int8, tmp_path, capsys):
     from ppdet.slim.quant.evaluation import exported_map
     with pytest.raises(UserError, match="infer_cfg.yml"):
         exported_map(load_config(CFG, SMALL), str(bad))
-    assert _tree_digest(bad) == before
+    assert snapshot(bad) == before
 
 
 def test_cpu_features_and_advice(tmp_path):
@@ -329,21 +309,21 @@ def _empty_list(tmp_path, lines=()):
 def test_bad_input_is_one_line_and_leaves_files_intact(extra, needles, pruned, existing,
                                                         tmp_path, capsys):
     weights_dir = os.path.dirname(pruned[0])
-    before, weights_before = _tree_digest(str(existing)), _tree_digest(weights_dir)
+    before, weights_before = snapshot(str(existing)), snapshot(weights_dir)
     if extra == "EMPTY":
         extra = ["-o", f"TrainDataset.anno_path={_empty_list(tmp_path)}"]
-    main = _script("slim/quant/post_quant.py").main
+    main = script("slim/quant/post_quant.py").main
     with pytest.raises(SystemExit) as e:
         main(["-c", CFG, "-o", f"weights={pruned[0]}", *SMALL, "--output_dir", str(existing),
               "--calib_samples", "8", "--calib_batch_size", "8", "--algo", "abs_max", *extra])
     _one_error_line(capsys, e, *needles)
-    assert _tree_digest(str(existing)) == before
+    assert snapshot(str(existing)) == before
     assert sorted(os.listdir(existing)) == ["yolov3_mobilenet_v1_shapes_pruned_int8"]
-    assert _tree_digest(weights_dir) == weights_before
+    assert snapshot(weights_dir) == weights_before
 
 
 def test_report_gains_int8_rows(pruned, tmp_path, capsys):
-    main = _script("slim/prune/report.py").main
+    main = script("slim/prune/report.py").main
     out = tmp_path / "report.md"
     main(["-c", CFG, "-o", *SMALL, "--models", f"pruned={pruned[0]}", "--int8",
           "--calib_samples", "8", "--algo", "abs_max", "--output", str(out)])
@@ -389,7 +369,7 @@ def test_choose_fp32_keeps_the_fewest_convs_largest_gain_first():
 
 
 def test_sensitivity_file_resumes_and_refuses_another_measurement(trained, tmp_path, capsys):
-    main = _script("slim/quant/post_quant.py").main
+    main = script("slim/quant/post_quant.py").main
     sens = tmp_path / "quant_sens.json"
     convs = ["yolo_output.0.conv.weights", "conv1_weights"]
     base = ["-c", CFG, "-o", f"weights={trained}", "EvalDataset.sample_num=8",
