@@ -6,14 +6,17 @@ and a non-zero exit status (2), and no traceback. Options are checked with the h
 here before any slow step (caching an eval set, a baseline evaluation, training).
 """
 import argparse
+import dataclasses
 import errno
 import functools
 import os
 import sys
+import types
 
 from ppdet.core.errors import ConfigError, DataError, UserError, WriteError
 
-__all__ = ["ArgumentParser", "ArgsParser", "UserError", "ConfigError", "DataError",
+__all__ = ["ArgsRequest", "arg_field", "from_args", "ArgumentParser", "ArgsParser", "UserError",
+           "ConfigError", "DataError",
            "WriteError", "run_main", "load_config_from_args", "check_range", "check_conflicts",
            "check_writable_file", "check_writable_dir", "check_not_inputs", "one_line",
            "os_error_line"]
@@ -134,6 +137,39 @@ def check_not_inputs(option, out_dir, inputs):
         if os.path.dirname(os.path.abspath(path)) == out:
             raise UserError(f"{option} {out_dir} holds the input image {path}: the drawn image "
                             f"would overwrite it; pick another {option}")
+
+
+# --- requests: one dataclass a workflow takes, read from the parsed arguments ---------
+def arg_field(name, invert=False, **kw):
+    """A field read from the parsed argument ``name`` (negated when ``invert``)."""
+    return dataclasses.field(metadata={"arg": name, "invert": invert}, **kw)
+
+
+def from_args(cls, args, **overrides):
+    """The ``cls`` request of the parsed ``args`` (attributes it lacks keep their
+    defaults; ``overrides`` win), checked."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        name = f.metadata.get("arg", f.name)
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif hasattr(args, name):
+            v = getattr(args, name)
+            values[f.name] = (not v) if f.metadata.get("invert") else v
+    return cls(**values).check()
+
+
+class ArgsRequest:
+    """Base of a request dataclass: a ``check()`` returning ``self`` validates it."""
+
+    def flags(self):
+        """The request as the command line spells it: ``{flag dest: value}``, for
+        :func:`ppdet.utils.cli.check_conflicts` to name the options as typed."""
+        out = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            out[f.metadata.get("arg", f.name)] = (not v) if f.metadata.get("invert") else v
+        return types.SimpleNamespace(**out)
 
 
 # --- main wrapper ---------------------------------------------------------------------------

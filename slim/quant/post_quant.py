@@ -22,8 +22,8 @@ from ppdet.utils.cli import (  # noqa: E402
     ArgsParser,
     check_conflicts,
     check_range,
-    check_writable_dir,
     check_writable_file,
+    from_args,
     load_config_from_args,
     run_main,
 )
@@ -54,24 +54,19 @@ def main(argv=None):
     check_conflicts(args, ("skip", "max_loss"), needs=[("max_loss", "sensitivities_file"),
                                                        ("sensitive_convs", "sensitivities_file")])
     check_range("--max_loss", args.max_loss, 0)
-    check_writable_dir("--output_dir", args.output_dir)
     if args.sensitivities_file:
         check_writable_file("--sensitivities_file", args.sensitivities_file)
     cfg = load_config_from_args(args)
+    from ppdet.slim.quant.pipeline import QuantRequest, post_quant
+    req = from_args(QuantRequest, args, cfg=cfg, weights=cfg.get("weights"))
     if args.sensitivities_file:
         from ppdet.slim.quant.sensitivity import skip_for_max_loss
-        skip, _ = skip_for_max_loss(cfg, cfg.get("weights"), args.sensitivities_file,
-                                    args.max_loss, args.sensitive_convs, args.algo,
-                                    args.calib_samples, args.calib_batch_size, args.cpu_threads)
+        skip, _ = skip_for_max_loss(req, args.sensitivities_file, args.max_loss,
+                                    args.sensitive_convs)
         if skip is None:                # measured only
             return print(f"sensitivities in {args.sensitivities_file}")
-        args.skip = skip
-
-    from ppdet.slim.quant.pipeline import QuantRequest, post_quant
-    result = post_quant(QuantRequest(
-        cfg, cfg.get("weights"), output_dir=args.output_dir, algo=args.algo,
-        calib_samples=args.calib_samples, calib_batch_size=args.calib_batch_size,
-        skip=tuple(args.skip), evaluate=not args.no_eval, threads=args.cpu_threads))
+        req.skip = tuple(skip)
+    result = post_quant(req)
     if result.int8_map is not None:
         print(f"| precision | {result.metric}, x100 |\n|---|---|\n"
               f"| FP32 (predictor) | {result.fp32_map:.2f} |\n"

@@ -7,49 +7,19 @@ all of them before the config, the data or the model is touched: one ``error:`` 
 naming the option and the fix. Library callers (tests, bench/) build requests directly;
 their values are checked the same way when the pipeline starts.
 """
-import dataclasses
 import os
-import types
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from ppdet.core.errors import UserError
-from ppdet.utils.cli import check_conflicts, check_range, check_writable_file
+from ppdet.utils.cli import ArgsRequest as _Request
+from ppdet.utils.cli import arg_field as _arg
+from ppdet.utils.cli import check_conflicts, check_range, check_writable_file, from_args
 
 __all__ = ["from_args", "SensitivityRequest", "PruneRequest", "SlimRequest",
            "LatencyTableRequest", "DEFAULT_RATIOS"]
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def _arg(name, invert=False, **kw):
-    """A field read from the parsed argument ``name`` (negated when ``invert``)."""
-    return field(metadata={"arg": name, "invert": invert}, **kw)
-
-
-def from_args(cls, args, **overrides):
-    """The ``cls`` request of the parsed ``args`` (attributes it lacks keep their
-    defaults; ``overrides`` win), checked."""
-    values = {}
-    for f in dataclasses.fields(cls):
-        name = f.metadata.get("arg", f.name)
-        if f.name in overrides:
-            values[f.name] = overrides[f.name]
-        elif hasattr(args, name):
-            v = getattr(args, name)
-            values[f.name] = (not v) if f.metadata.get("invert") else v
-    return cls(**values).check()
-
-
-class _Request:
-    def flags(self):
-        """The request as the command line spells it: ``{flag dest: value}``, for
-        :func:`ppdet.utils.cli.check_conflicts` to name the options as typed."""
-        out = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            out[f.metadata.get("arg", f.name)] = (not v) if f.metadata.get("invert") else v
-        return types.SimpleNamespace(**out)
 
 
 @dataclass

@@ -9,10 +9,11 @@
    its IR.
 4. The INT8 program is checked (quantized convs present, conv weight shapes equal the FP32
    export's), ``infer_cfg.yml`` gets ``precision: int8``, and the folder is swapped into
-   ``<output_dir>/<run>_int8/`` with ``os.replace``.
+   ``<output_dir>/<run>_int8/`` whole (``ppdet.utils.atomic.atomic_dir``).
 5. FP32 and INT8 mAP through the predictor on the config's eval set (``evaluation``).
 
-Every option is checked (``check_request``) before the first slow step; a failure leaves
+Every option is checked (``QuantRequest.check``, then the data in ``check_request``) before
+the first slow step; a failure leaves
 the previous ``<run>_int8/`` as it was.
 """
 import contextlib
@@ -28,6 +29,7 @@ import yaml
 
 from ppdet.core.errors import UserError
 from ppdet.engine import legacy_ir
+from ppdet.utils.cli import ArgsRequest, arg_field
 
 __all__ = ["QuantRequest", "QuantResult", "check_request", "post_quant", "calibration_feeds",
            "run_worker", "int8_folder_name"]
@@ -36,7 +38,10 @@ _INPUTS = ("image", "im_shape", "scale_factor")
 
 
 @dataclass
-class QuantRequest:
+class QuantRequest(ArgsRequest):
+    """``slim/quant/post_quant.py``: quantize ``weights`` (built from ``from_args`` with
+    ``cfg``, ``weights`` and ``skip`` given), calibrating on ``calib_samples`` TrainDataset
+    images with ``algo``."""
     cfg: dict
     weights: str
     output_dir: str = "output_inference"
@@ -44,10 +49,31 @@ class QuantRequest:
     calib_samples: int = 32
     calib_batch_size: int = 8
     skip: tuple = ()                 # conv weight names kept in FP32
-    evaluate: bool = True            # FP32 and INT8 mAP through the predictor
-    threads: int = 1
+    evaluate: bool = arg_field("no_eval", invert=True, default=True)   # mAPs via predictor
+    threads: int = arg_field("cpu_threads", default=1)
     folder: str = None               # the output folder (default <output_dir>/<run>_int8)
     log: object = print
+
+    def check(self):
+        """The options alone, before the data or the model are touched."""
+        from ppdet.engine.checkpoint import resolve_weights
+        from ppdet.utils.cli import check_range, check_writable_dir
+        if self.algo not in legacy_ir.ALGOS:
+            raise UserError(f"--algo {self.algo} is not one of {', '.join(legacy_ir.ALGOS)} "
+                            f"(Paddle's names)")
+        check_range("--calib_samples", self.calib_samples, 1, integer=True)
+        check_range("--calib_batch_size", self.calib_batch_size, 1, integer=True)
+        check_range("--threads", self.threads, 1, integer=True)
+        if self.calib_samples < self.calib_batch_size:
+            raise UserError(f"--calib_samples {self.calib_samples} is smaller than one batch "
+                            f"(--calib_batch_size {self.calib_batch_size})")
+        check_writable_dir("--output_dir", self.output_dir)
+        if not self.weights:
+            raise UserError("no weights: give -o weights=PATH (a trained or pruned "
+                            "checkpoint)")
+        resolve_weights(self.weights)
+        self.skip = tuple(self.skip)
+        return self
 
 
 @dataclass
@@ -68,23 +94,10 @@ def int8_folder_name(cfg, weights, meta=None):
 
 
 def check_request(req):
-    """Every option, before anything slow; returns the calibration dataset."""
+    """The request's options, then its data (before anything slow); returns the
+    calibration dataset."""
     from ppdet.engine.builder import build_dataset, check_metric_config
-    from ppdet.engine.checkpoint import resolve_weights
-    from ppdet.utils.cli import check_range, check_writable_dir
-    if req.algo not in legacy_ir.ALGOS:
-        raise UserError(f"--algo {req.algo} is not one of {', '.join(legacy_ir.ALGOS)} "
-                        f"(Paddle's names)")
-    check_range("--calib_samples", req.calib_samples, 1, integer=True)
-    check_range("--calib_batch_size", req.calib_batch_size, 1, integer=True)
-    check_range("--threads", req.threads, 1, integer=True)
-    if req.calib_samples < req.calib_batch_size:
-        raise UserError(f"--calib_samples {req.calib_samples} is smaller than one batch "
-                        f"(--calib_batch_size {req.calib_batch_size})")
-    check_writable_dir("--output_dir", req.output_dir)
-    if not req.weights:
-        raise UserError("no weights: give -o weights=PATH (a trained or pruned checkpoint)")
-    resolve_weights(req.weights)
+    req.check()
     if req.evaluate:
         check_metric_config(req.cfg)
     dataset = build_dataset(req.cfg, "train")

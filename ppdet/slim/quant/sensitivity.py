@@ -15,6 +15,7 @@ stopped, and a file measured for something else is refused, never mixed.
 step measured, until the INT8 mAP is within ``max_loss`` of FP32 (greedy: the fewest convs
 this order finds, not a proven minimum).
 """
+import dataclasses
 import json
 import os
 import shutil
@@ -34,17 +35,17 @@ VERSION = 1
 class QuantSensitivity:
     """A prepared FP32 export + calibration set for one checkpoint, measuring INT8 variants."""
 
-    def __init__(self, cfg, weights, algo="hist", calib_samples=32, calib_batch_size=8,
-                 threads=1, log=print):
-        from ppdet.slim.quant.pipeline import QuantRequest, check_request
-        req = QuantRequest(cfg, weights, output_dir=tempfile.gettempdir(), algo=algo,
-                           calib_samples=calib_samples, calib_batch_size=calib_batch_size,
-                           threads=threads)
+    def __init__(self, req, log=print):
+        """``req``: the :class:`~ppdet.slim.quant.pipeline.QuantRequest` every variant is
+        calibrated as (its ``skip`` is what each measurement varies)."""
+        from ppdet.slim.quant.pipeline import check_request
+        req = dataclasses.replace(req, output_dir=tempfile.gettempdir(), skip=(), folder=None)
         dataset = check_request(req)
-        self.cfg, self.req, self.log = cfg, req, log
+        self.cfg, self.req, self.log = req.cfg, req, log
         self.tmp = tempfile.mkdtemp(prefix="quant_sens_")
         try:
-            self._prepare(cfg, weights, dataset, algo, calib_samples, calib_batch_size)
+            self._prepare(req.cfg, req.weights, dataset, req.algo, req.calib_samples,
+                          req.calib_batch_size)
         except BaseException:
             self.close()
             raise
@@ -162,10 +163,10 @@ def choose_fp32(sens, data, max_loss, log=print):
                     f"within {max_loss:g} of FP32 ({data['fp32']:.2f})")
 
 
-def skip_for_max_loss(cfg, weights, path, max_loss, convs=None, algo="hist",
-                      calib_samples=32, calib_batch_size=8, threads=1, log=print):
-    """Measure (or resume) the sensitivities in ``path``, then ``choose_fp32``."""
-    sens = QuantSensitivity(cfg, weights, algo, calib_samples, calib_batch_size, threads, log)
+def skip_for_max_loss(req, path, max_loss, convs=None, log=print):
+    """Measure (or resume) the sensitivities in ``path`` for the request's checkpoint and
+    calibration, then ``choose_fp32``."""
+    sens = QuantSensitivity(req, log)
     try:
         data = sens.measure(path, convs)
         if max_loss is None:
