@@ -76,7 +76,10 @@ class Trainer:
         self.best_map = -1.0
         self.history = []
         self.written = []           # checkpoint names this run saved, for the final report
+        self.epoch_seconds = []     # wall time of each epoch this run trained (bench/)
         self._eval = None
+        self.log_terms = ["loss"]   # loss terms the epoch line averages (hooks add theirs)
+        self.meta = {}              # extra checkpoint meta (hooks record their settings)
         self.net = self.model   # wrapped for data parallelism in train(), after any resume
 
     def _wrap_parallel(self):
@@ -113,7 +116,7 @@ class Trainer:
         if name not in self.written:
             self.written.append(name)
         ckpt.save_checkpoint(self.model, path, self.optimizer, epoch=epoch,
-                             plan=ckpt.channel_plan(self.model))
+                             plan=ckpt.channel_plan(self.model), extra=self.meta)
 
     # --- loop ------------------------------------------------------------------------
     def run_step(self, batch):
@@ -151,22 +154,26 @@ class Trainer:
                 self.loader.set_epoch(epoch)
             bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not bar_on, dynamic_ncols=True)
-            tic, images, total = time.time(), 0, 0.0
+            tic, images = time.time(), 0
+            total = dict.fromkeys(self.log_terms, 0.0)
             for self.step_in_epoch, batch in enumerate(bar):
                 logs = self.run_step(batch)
                 images += len(batch["im_id"])
-                total += logs["loss"]
+                for k in total:
+                    total[k] += logs[k]
                 if bar_on:
                     bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")
                 elif step_lines and (self.step_in_epoch + 1) % log_iter == 0:
                     print(f"epoch {epoch + 1}/{epochs} step {self.step_in_epoch + 1}/"
-                          f"{self.steps_per_epoch}: loss {logs['loss']:.3f}, "
+                          f"{self.steps_per_epoch}: {self._terms(logs)}, "
                           f"lr {self.lr.get_lr():.2e}", flush=True)
             seconds = time.time() - tic
             ips = images / max(seconds, 1e-9)
+            self.epoch_seconds.append(seconds)
             if show:
                 steps = self.step_in_epoch + 1 if images else 0
-                print(f"epoch {epoch + 1}/{epochs}: mean loss {total / max(steps, 1):.3f}, "
+                means = {k: v / max(steps, 1) for k, v in total.items()}
+                print(f"epoch {epoch + 1}/{epochs}: mean {self._terms(means)}, "
                       f"lr {self.lr.get_lr():.2e}, {ips:.1f} images/s, {seconds:.0f} s",
                       flush=True)
             last = epoch + 1 == epochs
@@ -181,6 +188,11 @@ class Trainer:
         if show:
             self.report_saved(epochs, snapshot, validate)
         return self.history
+
+    def _terms(self, values):
+        """``loss 3.210`` (and, with more log terms, ``(loss_det 3.000, ...)``)."""
+        extra = [f"{k} {values[k]:.3f}" for k in self.log_terms if k != "loss"]
+        return f"loss {values['loss']:.3f}" + (f" ({', '.join(extra)})" if extra else "")
 
     def report_saved(self, epochs, snapshot, validate):
         """Say where the checkpoints went (the last thing a training run prints)."""

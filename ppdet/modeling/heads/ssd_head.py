@@ -15,6 +15,7 @@ from paddle.nn.initializer import Constant, Normal
 
 from ppdet.core.registry import HEADS
 from ppdet.modeling.backbones.mobilenet_v1_ssd import fluid_name
+from ppdet.modeling.losses.distill_loss import DistillSSDLoss
 
 __all__ = ["SSDHead", "prior_shapes", "make_priors"]
 
@@ -59,6 +60,7 @@ def _max_size(value):
 @HEADS.register
 class SSDHead(nn.Layer):
     __inject__ = ["loss"]
+    distill_loss = DistillSSDLoss         # what a teacher of this head teaches with
 
     def __init__(self, num_classes=20, in_channels=(512, 1024, 512, 256, 256, 128),
                  min_sizes=(60, 105, 150, 195, 240, 285),

@@ -13,6 +13,7 @@ from paddle.nn.initializer import Assign, Normal
 
 from ppdet.core.registry import HEADS
 from ppdet.modeling.layers import ConvBNLayer, Upsample2x
+from ppdet.modeling.losses.distill_loss import DistillYOLOv3Loss
 
 __all__ = ["YOLOv3Head"]
 
@@ -38,6 +39,7 @@ class YoloDetBlock(nn.Layer):
 class YOLOv3Head(nn.Layer):
     """``channels``: route channels per level (512, 256, 128 in the standard model)."""
     __inject__ = ["loss"]
+    distill_loss = DistillYOLOv3Loss      # what a teacher of this head teaches with
 
     def __init__(self, in_channels=(256, 512, 1024), channels=(512, 256, 128),
                  anchors=((10, 13), (16, 30), (33, 23), (30, 61), (62, 45), (59, 119),
