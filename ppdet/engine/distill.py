@@ -16,8 +16,6 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
-import paddle
-
 from ppdet.core.errors import UserError
 from ppdet.utils.cli import check_conflicts, check_range
 
@@ -57,7 +55,7 @@ def add_distill_args(parser):
                              "1000 for YOLOv3, 1 for SSD)")
 
 
-def check_distill_args(args, resume=None, finetune=True):
+def check_distill_args(args, resume=None, finetune=True, finetune_hint="add --finetune"):
     """The flags alone (no file is read but for existence): one line for a bad set."""
     check_conflicts(args, needs=[("teacher_config", "teacher_weights"),
                                  ("teacher_weights", "teacher_config"),
@@ -68,7 +66,7 @@ def check_distill_args(args, resume=None, finetune=True):
         raise UserError(f"-r {resume} goes on with the teacher its checkpoint records: drop "
                         f"{' '.join(wanted)}")
     if wanted and not finetune:
-        raise UserError(f"{wanted[0]} sets the teacher of the fine-tuning: add --finetune "
+        raise UserError(f"{wanted[0]} sets the teacher of the fine-tuning: {finetune_hint} "
                         f"(or drop {' '.join(wanted)})")
     config = getattr(args, "teacher_config", None)
     if config and not os.path.isfile(config):
@@ -107,13 +105,16 @@ def build_teacher(spec, cfg):
     """The teacher model, loaded, frozen and in eval mode."""
     from ppdet.core.config import load_config
     from ppdet.engine.builder import build_model
-    from ppdet.engine.checkpoint import load_weights
+    from ppdet.engine.checkpoint import CheckpointError, load_weights
     from ppdet.engine.weights import digest_path, locate
     if spec.digest is not None and digest_path(locate(spec.weights)) != spec.digest:
         raise UserError(f"the teacher's weights {spec.weights} changed since this run "
                         f"started: restore them, or start a new run")
     teacher = build_model(cfg if spec.config is None else load_config(spec.config))
-    load_weights(teacher, spec.weights)
+    try:
+        load_weights(teacher, spec.weights)
+    except CheckpointError as e:      # e.g. --distill from an ImageNet backbone
+        raise UserError(f"teacher {spec.describe()}: {e}") from None
     teacher.eval()
     for p in teacher.parameters():
         p.stop_gradient = True
@@ -159,6 +160,7 @@ class Distillation:
                   f"{type(self.loss).__name__} x {self.weight:g}", flush=True)
 
     def __call__(self, outs, inputs, losses):
+        import paddle
         with paddle.no_grad():
             teacher_outs = self.teacher.head_outputs(inputs["image"])
         distill = self.weight * self.loss(outs, teacher_outs, self.head, inputs)

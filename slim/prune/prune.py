@@ -13,6 +13,11 @@
         --target_speedup 1.5
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_latency 3.0
 
+    # fine-tune under a teacher: the unpruned model (--distill), or another detector
+    python slim/prune/prune.py -c CFG -o weights=W -p "yolo_block.*" --pruned_ratios 0.5 --distill
+    python slim/prune/prune.py -c CFG -o weights=W -p "yolo_block.*" --pruned_ratios 0.5 \
+        --teacher_config WIDER_CFG --teacher_weights WIDER_W
+
 Prints FLOPs/params before and after and the filters kept per conv, then fine-tunes with the
 normal training loop; checkpoints carry their channel plan, so eval/infer/export need no ratios.
 """
@@ -21,6 +26,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from ppdet.engine.distill import add_distill_args  # noqa: E402
 from ppdet.slim.pipelines.requests import PruneRequest, from_args  # noqa: E402
 from ppdet.slim.prune.criteria import CRITERIA  # noqa: E402
 from ppdet.utils.cli import (  # noqa: E402
@@ -62,6 +68,7 @@ def main(argv=None):
                         help="resume fine-tuning from a checkpoint of this script, in its "
                              "own folder")
     parser.add_argument("--no_finetune", action="store_true", help="prune and save only")
+    add_distill_args(parser)
     args = parser.parse_args(argv)
     req = from_args(PruneRequest, args)            # every option, before anything slow
     cfg = load_config_from_args(args)

@@ -6,6 +6,8 @@ then fine-tune (an example script; the work is in ppdet.slim.pipelines.slimming)
     # 2. prune channels (and 2 residual blocks), fine-tune, write the before/after table
     python slim/prune/slim_prune.py -c CFG -o weights=output/NAME_sparse/model_final \\
         --global_percent 0.2 --layer_keep 0.7 --shortcuts 2 --finetune --report slim.md
+    # the same, fine-tuned under the model before slimming as teacher
+    python slim/prune/slim_prune.py -c CFG -o weights=W --global_percent 0.2 --finetune --distill
 
 Removed channels' BN offsets are folded into the next layer, so the pruned model computes
 what the sparsity-trained model computes with those scales set to zero. Checkpoints
@@ -17,6 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
+from ppdet.engine.distill import add_distill_args  # noqa: E402
 from ppdet.slim.pipelines.requests import SlimRequest, from_args  # noqa: E402
 from ppdet.utils.cli import ArgsParser, load_config_from_args, run_main  # noqa: E402
 
@@ -41,6 +44,7 @@ def main(argv=None):
     parser.add_argument("--report", default=None, metavar="FILE.md",
                         help="write the before/after table (mAP, params, FLOPs, latency)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list blocked groups")
+    add_distill_args(parser)
     args = parser.parse_args(argv)
     req = from_args(SlimRequest, args)             # every option, before anything slow
     cfg = load_config_from_args(args)

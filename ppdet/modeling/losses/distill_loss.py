@@ -41,10 +41,12 @@ class DistillYOLOv3Loss:
     each weighted by the teacher's sigmoid objectness (only where the teacher sees an object
     do its boxes and classes mean anything), plus objectness: sigmoid cross-entropy against
     "teacher objectness logit > 0". Terms are means over the map's cells and anchors (so the
-    default weight, 1000, is PaddleDetection's); the hard objectness target's cross-entropy
-    is taken relative to the teacher's own (a constant without gradient), so the total is 0
-    when student == teacher and can dip slightly below 0 where the student is surer than
-    its teacher of the same answer."""
+    default weight, 1000, is PaddleDetection's). The hard objectness target's cross-entropy
+    is taken relative to the teacher's own, and only where it exceeds it: a cell where the
+    student already gives the teacher's answer at least as surely as the teacher adds
+    nothing. So the loss is >= 0, 0 when student == teacher, and the student is pulled to
+    its teacher's decisions, not past them (plain hard-target cross-entropy would push
+    every background cell towards -inf, which the detection loss already does)."""
 
     default_weight = 1000.0
 
@@ -68,9 +70,10 @@ class DistillYOLOv3Loss:
             wh = (paddle.abs(s[:, :, 2:4] - t[:, :, 2:4]) * obj_w).mean()
             cls = (soft_bce(s[:, :, 5:], t[:, :, 5:]) * obj_w).mean()
             hard = (t[:, :, 4] > 0).astype("float32")
-            obj = (F.binary_cross_entropy_with_logits(s[:, :, 4], hard, reduction="none")
-                   - F.binary_cross_entropy_with_logits(t[:, :, 4], hard, reduction="none")
-                   ).mean()
+            obj = F.relu(
+                F.binary_cross_entropy_with_logits(s[:, :, 4], hard, reduction="none")
+                - F.binary_cross_entropy_with_logits(t[:, :, 4], hard, reduction="none")
+            ).mean()
             total = total + xy + wh + cls + obj
         return total
 

@@ -154,10 +154,12 @@ def _save_pruned(model, save_dir, ratios, lat, log):
 def prune_and_finetune(cfg, req, log=print):
     """Prune the config's ``weights`` as the
     :class:`~ppdet.slim.pipelines.requests.PruneRequest` chooses, save
-    ``<save_dir>/<name>_pruned/pruned`` and fine-tune there with the normal training loop."""
+    ``<save_dir>/<name>_pruned/pruned`` and fine-tune there with the normal training loop
+    (under the request's teacher, built and checked before the pruning)."""
     req = req.check()
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.checkpoint import ensure_outside, load_weights
+    from ppdet.engine.distill import distillation_hooks, spec_from_args
     from ppdet.engine.trainer import Trainer, set_seed
     from ppdet.slim.prune.costs import count_flops, count_params
     from ppdet.slim.prune.pruner import FilterPruner
@@ -168,6 +170,8 @@ def prune_and_finetune(cfg, req, log=print):
     size = image_size_for(cfg, "eval")
     ensure_outside(cfg.get("weights"), save_dir)
     load_weights(model, cfg.get("weights"))
+    # the teacher (by default the model as loaded, unpruned), checked before the pruning
+    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights")), cfg, model)
     pruner = FilterPruner(model, req.criterion, req.idx_selector)
     lat = load_latency_table(cfg, pruner.graph, req.latency_table, req.threads,
                              required=req.wants_latency)
@@ -188,7 +192,7 @@ def prune_and_finetune(cfg, req, log=print):
     log(table)
     pruned = _save_pruned(model, save_dir, ratios, lat, log)
     if req.finetune:
-        Trainer(cfg, model=model, save_dir=save_dir).train(validate=req.validate)
+        Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir).train(validate=req.validate)
     return PruneResult(ratios, how, kept, (flops0, flops1), (params0, params1), save_dir,
                        pruned, table)
 
@@ -226,11 +230,14 @@ def resume_folder(checkpoint):
 
 def resume_finetune(cfg, checkpoint, validate=False):
     """Go on fine-tuning from a checkpoint of :func:`prune_and_finetune`, in its folder (its
-    plan rebuilds the shapes)."""
+    plan rebuilds the shapes), under the teacher the checkpoint records, if any."""
     from ppdet.engine.builder import build_model
+    from ppdet.engine.distill import distillation_hooks, spec_from_checkpoint
     from ppdet.engine.trainer import Trainer
     folder = resume_folder(checkpoint)
-    trainer = Trainer(cfg, model=build_model(cfg), save_dir=folder)
+    model = build_model(cfg)
+    hooks = distillation_hooks(spec_from_checkpoint(checkpoint), cfg, model)
+    trainer = Trainer(cfg, model=model, hooks=hooks, save_dir=folder)
     trainer.resume(checkpoint)
     trainer.train(validate=validate)
     return folder

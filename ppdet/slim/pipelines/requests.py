@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ppdet.core.errors import UserError
+from ppdet.engine.distill import check_distill_args
 from ppdet.utils.cli import ArgsRequest as _Request
 from ppdet.utils.cli import arg_field as _arg
 from ppdet.utils.cli import check_conflicts, check_range, check_writable_file, from_args
@@ -96,7 +97,10 @@ class PruneRequest(_Request):
     ``pruned_params``; a sensitivities file with ``loss``, ``target_flops`` or a latency
     target; ``target_ratio`` of FLOPs with one ratio for ``pruned_params``; or a latency
     target with one ratio snapped to the table's counts), then ``align``, fine-tuning
-    (``finetune``, evaluating while it runs with ``validate``), or ``resume_checkpoint``."""
+    (``finetune``, evaluating while it runs with ``validate``, under a teacher with
+    ``distill`` (the unpruned model) or ``teacher_config`` + ``teacher_weights``, and
+    ``distill_weight``), or ``resume_checkpoint`` (with the teacher its checkpoint
+    records)."""
     pruned_params: Optional[str] = None
     pruned_ratios: Optional[str] = None
     sensitivities_file: Optional[str] = None
@@ -113,6 +117,10 @@ class PruneRequest(_Request):
     finetune: bool = _arg("no_finetune", invert=True, default=True)
     validate: bool = _arg("eval", default=False)
     resume_checkpoint: Optional[str] = None
+    distill: bool = False
+    teacher_config: Optional[str] = None
+    teacher_weights: Optional[str] = None
+    distill_weight: Optional[float] = None
 
     @property
     def wants_latency(self):
@@ -143,6 +151,8 @@ class PruneRequest(_Request):
                             f"{self.latency_table}")
         if self.sensitivities_file and not os.path.isfile(self.sensitivities_file):
             raise UserError(f"sensitivities file not found: {self.sensitivities_file}")
+        check_distill_args(flags, resume=self.resume_checkpoint, finetune=self.finetune,
+                           finetune_hint="drop --no_finetune")
         return self
 
 
@@ -152,7 +162,8 @@ class SlimRequest(_Request):
     ``global_percent`` share of all prunable scales under it; ``layer_keep``: every layer
     keeps at least that share), then ``shortcuts`` residual blocks; ``prune_mode`` 1 also
     prunes layers tied by shortcuts; ``dw_rule`` for depthwise convs; ``report``: the
-    before/after table's file."""
+    before/after table's file; ``distill``/``teacher_*``/``distill_weight``: fine-tune under
+    a teacher (default: the model before slimming)."""
     global_percent: float = 0.2
     layer_keep: float = 0.0
     shortcuts: int = 0
@@ -162,6 +173,10 @@ class SlimRequest(_Request):
     validate: bool = _arg("eval", default=False)
     report: Optional[str] = None
     verbose: bool = False
+    distill: bool = False
+    teacher_config: Optional[str] = None
+    teacher_weights: Optional[str] = None
+    distill_weight: Optional[float] = None
 
     def check(self):
         check_range("--global_percent", self.global_percent, 0, 1, low_open=True,
@@ -174,6 +189,7 @@ class SlimRequest(_Request):
         if self.report and (os.path.isdir(self.report) or not os.path.isdir(
                 os.path.dirname(os.path.abspath(self.report)))):
             raise UserError(f"--report {self.report}: give a file path in an existing folder")
+        check_distill_args(self.flags(), finetune=self.finetune)
         return self
 
 

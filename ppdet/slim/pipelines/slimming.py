@@ -67,6 +67,7 @@ def slim_and_finetune(cfg, req, log=print):
     req = req.check()
     from ppdet.engine.builder import build_model, image_size_for
     from ppdet.engine.checkpoint import channel_plan, ensure_outside, load_weights, save_checkpoint
+    from ppdet.engine.distill import distillation_hooks, spec_from_args
     from ppdet.engine.trainer import Trainer, set_seed
     set_seed(int(cfg.get("seed", 0)))
     size = image_size_for(cfg, "eval")
@@ -74,6 +75,8 @@ def slim_and_finetune(cfg, req, log=print):
     ensure_outside(cfg.get("weights"), save_dir)
     model = build_model(cfg)
     load_weights(model, cfg.get("weights"))
+    # the teacher (by default the model before slimming), checked before the slimming
+    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights")), cfg, model)
     layers.check_shortcuts(model, req.shortcuts)
     flops0, params0 = count_flops(model, size), count_params(model)
     threshold, kept = _prune_channels(model, req, log)
@@ -100,9 +103,10 @@ def slim_and_finetune(cfg, req, log=print):
             log(f"removed residual block {path} (mean |gamma| {score:.4f})")
         checkpoint("layers", "After prune layers")
     if req.finetune:
-        Trainer(cfg, model=model, save_dir=save_dir).train(validate=req.validate)
+        Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir).train(validate=req.validate)
         best = os.path.join(save_dir, "best_model")
-        result.stages.append(("After finetune", best if req.validate and os.path.isfile(
+        label = "After finetune" + (f" (teacher {hooks[0].spec.describe()})" if hooks else "")
+        result.stages.append((label, best if req.validate and os.path.isfile(
             best + ".pdparams") else os.path.join(save_dir, "model_final")))
     if req.report and paddle.distributed.get_rank() == 0:
         _write_report(cfg, result, req.report, log)
