@@ -1,8 +1,9 @@
 """Tables of results: sensitivities, and one row per model (mAP, params, FLOPs, size,
-measured and predicted latency) for the pruning and slimming reports."""
+measured and predicted latency, and the teacher of a distilled checkpoint) for the pruning
+and slimming reports."""
 import os
 
-__all__ = ["sensitivity_table", "model_row", "report_table", "stage_table"]
+__all__ = ["sensitivity_table", "model_row", "report_table", "stage_table", "teacher_of"]
 
 
 def sensitivity_table(sensitivities, ratios=None):
@@ -33,7 +34,7 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     from ppdet.engine.latency import measure_latency
     from ppdet.slim.prune.costs import count_flops, count_params
     model = build_model(cfg)
-    load_weights(model, weights)
+    meta = load_weights(model, weights)
     loader = build_reader(cfg, "eval")
     metric = build_metric_for(cfg, loader.dataset)
     result = evaluate(model, loader, metric, progress=False)
@@ -46,7 +47,16 @@ def model_row(cfg, weights, workdir, latency_threads=1):
             "params": count_params(model) / 1e6,
             "flops": count_flops(model, size) / 1e6, "size": mb,
             "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads),
-            "predicted": predicted}
+            "predicted": predicted, "teacher": teacher_of(meta)}
+
+
+def teacher_of(meta):
+    """Who taught a distilled checkpoint (``self (W)`` or ``CONFIG (W)``), else None."""
+    spec = (meta or {}).get("distill")
+    if not spec:
+        return None
+    from ppdet.engine.distill import TeacherSpec
+    return TeacherSpec.from_meta(spec).describe()
 
 
 def _predicted(r):
@@ -62,14 +72,17 @@ def report_table(rows):
     """Markdown: one row per (label, model_row)."""
     base = rows[0][1]
     pred = any(r.get("predicted") is not None for _, r in rows)
+    taught = any(r.get("teacher") for _, r in rows)     # a column only for distilled rows
     lines = [f"| model | {_metric_label(base)} | params (M) | FLOPs (M) | size (MB) | "
-             f"latency (ms) " + ("| predicted (ms) " if pred else "") + "| speed-up |",
-             "|---" * (8 if pred else 7) + "|"]
+             f"latency (ms) " + ("| predicted (ms) " if pred else "") + "| speed-up |"
+             + (" teacher |" if taught else ""),
+             "|---" * (7 + pred + taught) + "|"]
     for label, r in rows:
         lines.append(f"| {label} | {r['mAP']:.2f} | {r['params']:.3f} | {r['flops']:.1f} "
                      f"({r['flops'] / base['flops'] - 1:+.0%}) | {r['size']:.2f} | "
                      f"{r['latency']:.2f} | " + (f"{_predicted(r)} | " if pred else "")
-                     + f"{base['latency'] / r['latency']:.2f}x |")
+                     + f"{base['latency'] / r['latency']:.2f}x |"
+                     + (f" {r.get('teacher') or '-'} |" if taught else ""))
     return "\n".join(lines)
 
 
@@ -87,6 +100,8 @@ def stage_table(rows):
         **({"predicted latency (ms)": _predicted}
            if any(r.get("predicted") is not None for _, r in rows) else {}),
         "speed-up": lambda r: f"{base['latency'] / r['latency']:.2f}x",
+        **({"teacher": lambda r: r.get("teacher") or "-"}
+           if any(r.get("teacher") for _, r in rows) else {}),
     }
     for metric, fmt in cells.items():
         lines.append(f"| {metric} | " + " | ".join(fmt(r) for _, r in rows) + " |")

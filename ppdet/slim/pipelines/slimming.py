@@ -105,8 +105,7 @@ def slim_and_finetune(cfg, req, log=print):
     if req.finetune:
         Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir).train(validate=req.validate)
         best = os.path.join(save_dir, "best_model")
-        label = "After finetune" + (f" (teacher {hooks[0].spec.describe()})" if hooks else "")
-        result.stages.append((label, best if req.validate and os.path.isfile(
+        result.stages.append(("After finetune", best if req.validate and os.path.isfile(
             best + ".pdparams") else os.path.join(save_dir, "model_final")))
     if req.report and paddle.distributed.get_rank() == 0:
         _write_report(cfg, result, req.report, log)
