@@ -27,7 +27,7 @@ def soft_bce(logits, target_logits):
 
 
 def _differ(what, a, b):
-    return f"the teacher's {what} ({b}) differ from the student's ({a})" if a != b else None
+    return f"the teacher's {what}: {b}, the student's: {a}" if a != b else None
 
 
 class DistillYOLOv3Loss:

@@ -1,0 +1,185 @@
+"""Distillation (issue 25): the teacher stays frozen, the losses measure student-teacher
+distance, bad teachers are refused in one line before training, and a distilled run
+resumes exactly. Tiny models (width 0.25) on 96-128 px shapes, untrained weights saved to
+tmp_path: nothing here needs the trained fixture."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from helpers import ROOT, assert_one_error_line, assert_unchanged, script, snapshot
+
+from ppdet.core.config import load_config
+from ppdet.engine import checkpoint as ckpt
+from ppdet.engine.builder import build_model
+from ppdet.engine.distill import Distillation, TeacherSpec, build_teacher
+
+CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
+SSD_CFG = os.path.join(ROOT, "configs/shapes/ssd_mobilenet_v1_shapes.yml")
+SMALL = ["TrainDataset.sample_num=16", "TrainReader.batch_size=8", "TrainReader.worker_num=0",
+         "TrainReader.batch_transforms=[{BatchRandomResize: {target_size: [96, 128]}}, "
+         "{NormalizeBox: {}}, {PadBox: {num_max_boxes: 20}}, {BboxXYXY2XYWH: {}}, "
+         "{NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}, "
+         "{Permute: {}}]", "snapshot_epoch=1"]
+
+
+def _weights(tmp_path, name, config=CFG, seed=0, opts=()):
+    """An untrained model of ``config`` saved as this toolkit's checkpoint (no suffix)."""
+    paddle.seed(seed)
+    path = str(tmp_path / name)
+    ckpt.save_checkpoint(build_model(load_config(config, list(opts))), path)
+    return path
+
+
+def _state(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_root):
+    from ppdet.engine.trainer import Trainer
+    cfg = load_config(CFG, SMALL + ["epoch=1", f"save_dir={tmp_path / 'out'}"])
+    spec = TeacherSpec(_weights(tmp_path, "t", seed=1) + ".pdparams", None, None)
+    teacher = build_teacher(spec, cfg)
+    before = _state(teacher)
+    student = build_model(cfg)
+    trainer = Trainer(cfg, model=student, hooks=[Distillation(teacher, student, spec)])
+    start = _state(student)
+    logs = []
+    step = trainer.run_step
+    trainer.run_step = lambda batch: logs.append(step(batch)) or logs[-1]
+    trainer.train()
+    after = _state(teacher)
+    assert before.keys() == after.keys()
+    for k in before:                  # parameters and BN statistics alike
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    assert not teacher.training and all(p.stop_gradient for p in teacher.parameters())
+    assert any(not np.array_equal(start[k], v) for k, v in _state(student).items())
+    assert not set(id(p) for p in teacher.parameters()) & set(id(p) for p in
+                                                               student.parameters())
+    assert len(logs) == 2
+    for log in logs:                  # total = detection + weighted distillation
+        assert log["loss_distill"] > 0
+        assert log["loss"] == pytest.approx(log["loss_det"] + log["loss_distill"], rel=1e-5)
+    meta = paddle.load(str(tmp_path / "out" / "yolov3_mobilenet_v1_shapes" /
+                           "model_final.pdparams"))[ckpt.META_KEY]
+    assert meta["distill"]["weights"] == spec.weights and meta["distill"]["config"] is None
+
+
+@pytest.mark.parametrize("config", [CFG, SSD_CFG])
+def test_loss_is_zero_for_the_teacher_itself_and_grows_with_the_difference(config):
+    paddle.seed(0)
+    model = build_model(load_config(config))
+    model.eval()
+    with paddle.no_grad():
+        outs = model.head_outputs(paddle.randn([2, 3, 96, 96]))
+    gt = np.zeros([2, 20, 4], "float32")
+    gt[:, 0] = [0.1, 0.1, 0.5, 0.6]          # normalised x1y1x2y2: SSD matches priors to it
+    inputs = {"gt_bbox": paddle.to_tensor(gt)}
+    loss = type(model.head).distill_loss()
+    assert float(loss(outs, outs, model.head, inputs)) == pytest.approx(0, abs=1e-6)
+    noise = [paddle.randn(o.shape) for o in outs]
+    values = [float(loss([o + s * n for o, n in zip(outs, noise)], outs, model.head, inputs))
+              for s in (0.1, 0.5, 2.0)]
+    assert 0 < values[0] < values[1] < values[2], values
+
+
+def _teacher_config(tmp_path, body):
+    path = tmp_path / "teacher.yml"
+    path.write_text(f"_BASE_: ['{CFG}']\n{body}\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("body, opts, words", [
+    ("num_classes: 5", ["num_classes=5"], ["class count: 5, the student's: 4"]),
+    ("YOLOv3Head:\n  anchor_masks: [[4, 5, 6, 7, 8], [2, 3], [0, 1]]",
+     ["YOLOv3Head.anchor_masks=[[4, 5, 6, 7, 8], [2, 3], [0, 1]]"], ["anchor masks"]),
+    (None, None, ["SSDHead", "YOLOv3Head"]),
+])
+def test_teacher_of_other_classes_or_layout_is_refused_before_training(
+        tmp_path, capsys, shapes_root, body, opts, words):
+    if body is None:                     # an SSD teaching a YOLOv3
+        tcfg, tw = SSD_CFG, _weights(tmp_path, "t", config=SSD_CFG)
+    else:
+        tcfg = _teacher_config(tmp_path, body)
+        tw = _weights(tmp_path, "t", opts=opts)
+    before = snapshot(str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        script("tools/train.py").main(["-c", CFG, "-o", *SMALL, f"save_dir={tmp_path / 'out'}",
+                                       "--teacher_config", tcfg, "--teacher_weights", tw])
+    assert e.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, ["cannot teach" if body else "head",
+                                                    *words])
+    assert_unchanged(before, snapshot(str(tmp_path)))
+
+
+def test_prune_refuses_a_bad_teacher_before_pruning(tmp_path, shapes_root):
+    weights = _weights(tmp_path, "w")
+    tw = _weights(tmp_path, "t", opts=["num_classes=5"])
+    tcfg = _teacher_config(tmp_path, "num_classes: 5")
+    before = snapshot(str(tmp_path))
+    r = subprocess.run([sys.executable, "slim/prune/prune.py", "-c", CFG, "-o",
+                        f"weights={weights}", f"save_dir={tmp_path / 'out'}", "epoch=1", *SMALL,
+                        "-p", "yolo_block.0.*", "--pruned_ratios", "0.5",
+                        "--teacher_config", tcfg, "--teacher_weights", tw],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert_one_error_line(r.stderr, ["cannot teach", "class count"])
+    assert_unchanged(before, snapshot(str(tmp_path)))     # no pruned.pdparams either
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--distill_weight", "10"], ["--distill_weight needs --distill or --teacher_config"]),
+    (["--teacher_config", CFG], ["--teacher_config needs --teacher_weights"]),
+    (["--distill", "--distill_weight", "0"], ["--distill_weight 0 is out of range"]),
+    (["--distill"], ["there is none", "pretrain_weights"]),
+    (["--distill", "-r", "x"], ["-r x goes on with the teacher", "drop --distill"]),
+])
+def test_bad_distillation_options_are_one_line(tmp_path, capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        script("tools/train.py").main(["-c", CFG, "-o", f"save_dir={tmp_path}", *argv])
+    assert e.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, words)
+    assert not os.listdir(tmp_path)
+
+
+def test_distilled_run_resumes_exactly(tmp_path, shapes_root):
+    """2 epochs straight == 1 epoch, then -r for the second in a new process: same weights
+    (the teacher comes back from the checkpoint's meta, with no --distill)."""
+    start = _weights(tmp_path, "start")
+
+    def train(save, epochs, *extra):
+        r = subprocess.run([sys.executable, "tools/train.py", "-c", CFG, "-o", *SMALL,
+                            f"epoch={epochs}", f"save_dir={save}", *extra], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+    out_a = train(tmp_path / "a", 2, f"pretrain_weights={start}", "--distill")
+    train(tmp_path / "b", 1, f"pretrain_weights={start}", "--distill")
+    stem = "yolov3_mobilenet_v1_shapes"
+    out_b = train(tmp_path / "b", 2, "-r", str(tmp_path / "b" / stem / "1"))
+    assert "distillation: teacher self (start.pdparams)" in out_b
+    line = lambda out: [ln for ln in out.splitlines() if ln.startswith("epoch 2/2")][0]
+    assert "loss_distill" in line(out_b)
+    assert line(out_a).split(", lr")[0] == line(out_b).split(", lr")[0]   # same losses
+    a = paddle.load(str(tmp_path / "a" / stem / "model_final.pdparams"))
+    b = paddle.load(str(tmp_path / "b" / stem / "model_final.pdparams"))
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != ckpt.META_KEY:
+            np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-5,
+                                       atol=1e-6, err_msg=key)
+    assert b[ckpt.META_KEY]["distill"] == a[ckpt.META_KEY]["distill"]
+
+
+def test_report_table_names_the_teacher():
+    from ppdet.slim.report import report_table, stage_table, teacher_of
+    row = {"mAP": 70.0, "params": 1.0, "flops": 100.0, "size": 1.0, "latency": 2.0}
+    taught = {**row, "teacher": teacher_of({"distill": {"weights": "/w/big.pdparams",
+                                                        "config": "/c/wide.yml"}})}
+    table = report_table([("plain", row), ("distilled", taught)])
+    assert table.splitlines()[0].endswith("| teacher |")
+    assert table.splitlines()[-1].endswith("| wide.yml (big.pdparams) |")
+    assert "teacher" not in report_table([("plain", row)])
+    assert "| teacher | - | wide.yml (big.pdparams) |" in stage_table([("a", row), ("b", taught)])
