@@ -183,3 +183,26 @@ def test_report_table_names_the_teacher():
     assert table.splitlines()[-1].endswith("| wide.yml (big.pdparams) |")
     assert "teacher" not in report_table([("plain", row)])
     assert "| teacher | - | wide.yml (big.pdparams) |" in stage_table([("a", row), ("b", taught)])
+
+
+def test_two_cpu_processes_distil_one_model(tmp_path, shapes_root):
+    """paddle.distributed.launch with a teacher: each rank runs its own frozen teacher on
+    its half of the batches, the gradients (detection + distillation) are averaged."""
+    import re
+    teacher = _weights(tmp_path, "t", seed=1)
+    opts = ["epoch=1", "TrainDataset.sample_num=16", "TrainReader.batch_size=4",
+            *SMALL[2:4], "save_dir=" + str(tmp_path / "out")]
+    env = dict(os.environ, DDP_SAVE=str(tmp_path / "out"), DDP_TEACHER=teacher)
+    r = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                        "2", "--log_dir", str(tmp_path / "log"),
+                        os.path.join(ROOT, "tests/scripts/ddp_checksum.py"), CFG, *opts],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    logs = "".join(open(tmp_path / "log" / f).read() for f in sorted(os.listdir(tmp_path / "log"))
+                   if f.startswith("workerlog"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + logs[-2000:]
+    assert "loss_distill" in logs
+    found = dict(re.findall(r"rank (\d)/2 checksum ([\d.]+) steps 2", logs))
+    assert set(found) == {"0", "1"}, logs[-2000:]
+    assert found["0"] == found["1"]          # both ranks hold the same student
+    meta = paddle.load(str(tmp_path / "out" / "model_final.pdparams"))[ckpt.META_KEY]
+    assert meta["distill"]["weights"] == teacher
