@@ -122,6 +122,8 @@ class PruneResult:
     save_dir: str
     pruned: str                         # checkpoint of the pruned model, before fine-tuning
     summary: str = ""
+    history: list = None                # the fine-tuning's evaluations (with --eval)
+    epoch_seconds: list = None          # wall time of each fine-tuning epoch
 
 
 def _log_predicted(graph, ratios, lat, log):
@@ -191,10 +193,13 @@ def prune_and_finetune(cfg, req, log=print):
     log(f"{how}:")
     log(table)
     pruned = _save_pruned(model, save_dir, ratios, lat, log)
+    result = PruneResult(ratios, how, kept, (flops0, flops1), (params0, params1), save_dir,
+                         pruned, table)
     if req.finetune:
-        Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir).train(validate=req.validate)
-    return PruneResult(ratios, how, kept, (flops0, flops1), (params0, params1), save_dir,
-                       pruned, table)
+        trainer = Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir)
+        result.history = trainer.train(validate=req.validate)
+        result.epoch_seconds = trainer.epoch_seconds
+    return result
 
 
 def resume_folder(checkpoint):
