@@ -129,16 +129,25 @@ def test_prune_refuses_a_bad_teacher_before_pruning(tmp_path, shapes_root):
     assert_unchanged(before, snapshot(str(tmp_path)))     # no pruned.pdparams either
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--distill_weight", "10"], ["--distill_weight needs --distill or --teacher_config"]),
-    (["--teacher_config", CFG], ["--teacher_config needs --teacher_weights"]),
-    (["--distill", "--distill_weight", "0"], ["--distill_weight 0 is out of range"]),
-    (["--distill"], ["there is none", "pretrain_weights"]),
-    (["--distill", "-r", "x"], ["-r x goes on with the teacher", "drop --distill"]),
+TRAIN, PRUNE, SLIM = "tools/train.py", "slim/prune/prune.py", "slim/prune/slim_prune.py"
+
+
+@pytest.mark.parametrize("tool, argv, words", [
+    (TRAIN, ["--distill_weight", "10"], ["--distill_weight needs --distill or --teacher_config"]),
+    (TRAIN, ["--teacher_config", CFG], ["--teacher_config needs --teacher_weights"]),
+    (TRAIN, ["--distill", "--distill_weight", "0"], ["--distill_weight 0 is out of range"]),
+    (TRAIN, ["--distill"], ["there is none", "pretrain_weights"]),
+    (TRAIN, ["--distill", "-r", "x"], ["-r x goes on with the teacher", "drop --distill"]),
+    (PRUNE, ["-r", "x", "--distill"], ["-r x goes on with the teacher"]),
+    (PRUNE, ["-p", "*", "--pruned_ratios", "0.5", "--no_finetune", "--distill"],
+     ["drop --no_finetune"]),
+    (SLIM, ["--distill"], ["add --finetune"]),
+    (SLIM, ["--finetune", "--teacher_config", "no.yml", "--teacher_weights", "w"],
+     ["--teacher_config no.yml: no such file"]),
 ])
-def test_bad_distillation_options_are_one_line(tmp_path, capsys, argv, words):
+def test_bad_distillation_options_are_one_line(tmp_path, capsys, tool, argv, words):
     with pytest.raises(SystemExit) as e:
-        script("tools/train.py").main(["-c", CFG, "-o", f"save_dir={tmp_path}", *argv])
+        script(tool).main(["-c", CFG, "-o", f"save_dir={tmp_path}", *argv])
     assert e.value.code == 2
     assert_one_error_line(capsys.readouterr().err, words)
     assert not os.listdir(tmp_path)
