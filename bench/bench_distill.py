@@ -94,7 +94,15 @@ def main():
     parser.add_argument("--workdir", default=os.path.join(ROOT, "output", "bench_distill"))
     parser.add_argument("--json", default=None, help="append every run's row here")
     parser.add_argument("-o", "--opt", nargs="*", default=[], help="more config overrides")
+    parser.add_argument("--summarize", nargs="+", default=None, metavar="JSON",
+                        help="only print the table of the rows in these --json files")
+    if "--summarize" in sys.argv:
+        sys.argv += ["--weights", "-"]
     args = parser.parse_args()
+    if args.summarize:
+        rows = [json.loads(line) for path in args.summarize for line in open(path)]
+        print(summary(rows))
+        return
     rows = []
     for case in args.cases:
         for seed in range(args.seeds):          # seeds outermost: variants meet one load
