@@ -37,10 +37,14 @@ def _state(model):
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
-def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_root):
+@pytest.mark.parametrize("config, opts", [
+    (CFG, SMALL), (SSD_CFG, ["TrainDataset.sample_num=16", "TrainReader.worker_num=0"])],
+    ids=["yolov3", "ssd"])
+def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_root, config,
+                                                            opts):
     from ppdet.engine.trainer import Trainer
-    cfg = load_config(CFG, SMALL + ["epoch=1", f"save_dir={tmp_path / 'out'}"])
-    spec = TeacherSpec(_weights(tmp_path, "t", seed=1) + ".pdparams", None, None)
+    cfg = load_config(config, opts + ["epoch=1", f"save_dir={tmp_path / 'out'}"])
+    spec = TeacherSpec(_weights(tmp_path, "t", config, seed=1) + ".pdparams", None, None)
     teacher = build_teacher(spec, cfg)
     before = _state(teacher)
     student = build_model(cfg)
@@ -62,12 +66,12 @@ def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_roo
     for log in logs:                  # total = detection + weighted distillation
         assert log["loss_distill"] > 0
         assert log["loss"] == pytest.approx(log["loss_det"] + log["loss_distill"], rel=1e-5)
-    meta = paddle.load(str(tmp_path / "out" / "yolov3_mobilenet_v1_shapes" /
+    meta = paddle.load(str(tmp_path / "out" / cfg["filename"] /
                            "model_final.pdparams"))[ckpt.META_KEY]
     assert meta["distill"]["weights"] == spec.weights and meta["distill"]["config"] is None
 
 
-@pytest.mark.parametrize("config", [CFG, SSD_CFG])
+@pytest.mark.parametrize("config", [CFG, SSD_CFG], ids=["yolov3", "ssd"])
 def test_loss_is_zero_for_the_teacher_itself_and_grows_with_the_difference(config):
     paddle.seed(0)
     model = build_model(load_config(config))
@@ -96,7 +100,7 @@ def _teacher_config(tmp_path, body):
     ("YOLOv3Head:\n  anchor_masks: [[4, 5, 6, 7, 8], [2, 3], [0, 1]]",
      ["YOLOv3Head.anchor_masks=[[4, 5, 6, 7, 8], [2, 3], [0, 1]]"], ["anchor masks"]),
     (None, None, ["SSDHead", "YOLOv3Head"]),
-])
+], ids=["classes", "anchor_masks", "ssd_head"])
 def test_teacher_of_other_classes_or_layout_is_refused_before_training(
         tmp_path, capsys, shapes_root, body, opts, words):
     if body is None:                     # an SSD teaching a YOLOv3
