@@ -59,6 +59,7 @@ def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_roo
     for k in before:                  # parameters and BN statistics alike
         np.testing.assert_array_equal(before[k], after[k], err_msg=k)
     assert not teacher.training and all(p.stop_gradient for p in teacher.parameters())
+    assert student.distill is None            # taken off after training
     assert any(not np.array_equal(start[k], v) for k, v in _state(student).items())
     assert not set(id(p) for p in teacher.parameters()) & set(id(p) for p in
                                                                student.parameters())

@@ -139,7 +139,8 @@ def check_pair(student, teacher, spec):
 
 class Distillation:
     """Trainer hook: before training it hangs itself on the student as its ``distill``
-    term, names the loss terms to log and records the teacher in the checkpoints' meta."""
+    term, names the loss terms to log and records the teacher in the checkpoints' meta;
+    after training it takes itself off again."""
 
     def __init__(self, teacher, student, spec):
         self.loss = check_pair(student, teacher, spec)
@@ -158,6 +159,9 @@ class Distillation:
         if trainer.rank == 0:
             print(f"distillation: teacher {self.spec.describe()}, "
                   f"{type(self.loss).__name__} x {self.weight:g}", flush=True)
+
+    def after_train(self, trainer):
+        trainer.model.distill = None      # the trained student goes on alone (eval, export)
 
     def __call__(self, outs, inputs, losses):
         import paddle

@@ -1,9 +1,9 @@
 """The one training loop, shared by tools/train.py, prune fine-tuning and slimming.
 
 ``Trainer.train`` runs epochs of ``run_step``; hooks (objects with optional
-``before_train``, ``after_backward``, ``after_epoch`` methods) add behaviour such as
-BN-sparsity regularisation without subclassing. Order: hooks run in list order, after
-the built-in checkpoint/eval logic of each epoch.
+``before_train``, ``after_backward``, ``after_epoch``, ``after_train`` methods) add
+behaviour such as BN-sparsity regularisation or a teacher without subclassing. Order:
+hooks run in list order, after the built-in checkpoint/eval logic of each epoch.
 
 Epochs are counted from 1 everywhere a user sees them: the log's "epoch 3/30",
 checkpoint ``3.pdparams`` (saved after the third epoch) and ``eval_history.json``'s
@@ -139,9 +139,7 @@ class Trainer:
             loader = build_reader(self.cfg, "eval")
             self._eval = (loader, build_metric_for(self.cfg, loader.dataset))
         self._wrap_parallel()
-        for hook in self.hooks:
-            if hasattr(hook, "before_train"):
-                hook.before_train(self)
+        self._call_hooks("before_train")
         show = self.rank == 0
         bar_on = show and sys.stderr.isatty()      # a progress bar only on a terminal
         log_iter = max(int(self.cfg.get("log_iter", 20) or 20), 1)
@@ -181,13 +179,17 @@ class Trainer:
                 self.save(str(epoch + 1), epoch)     # named by epochs done: 1-based
                 if validate:
                     self._validate(epoch, ips)
-            for hook in self.hooks:
-                if hasattr(hook, "after_epoch"):
-                    hook.after_epoch(self, epoch)
+            self._call_hooks("after_epoch", epoch)
         self.save("model_final", epochs - 1)
+        self._call_hooks("after_train")
         if show:
             self.report_saved(epochs, snapshot, validate)
         return self.history
+
+    def _call_hooks(self, name, *args):
+        for hook in self.hooks:
+            if hasattr(hook, name):
+                getattr(hook, name)(self, *args)
 
     def _terms(self, values):
         """``loss 3.210`` (and, with more log terms, ``(loss_det 3.000, ...)``)."""
