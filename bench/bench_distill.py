@@ -39,6 +39,8 @@ def request(case, variant, args):
     teacher = {"plain": {}, "self": dict(distill=True),
                "wide": dict(teacher_config=args.teacher_config,
                             teacher_weights=args.teacher_weights)}[variant]
+    if variant != "plain" and args.distill_weight is not None:
+        teacher["distill_weight"] = args.distill_weight
     return PruneRequest(**how, **teacher, validate=True)
 
 
@@ -51,6 +53,8 @@ def run_one(case, variant, seed, args):
         f"snapshot_epoch={args.epochs}", f"seed={seed}", f"LearningRate.base_lr={args.lr}",
         *args.opt])
     result = prune_and_finetune(cfg, request(case, variant, args), log=lambda *a: None)
+    if variant != "plain" and args.distill_weight is not None:
+        variant = f"{variant} x{args.distill_weight:g}"
     return {"case": case, "variant": variant, "seed": seed,
             "mAP": result.history[-1]["mAP"] * 100,
             "flops": 1 - result.flops[1] / result.flops[0],
@@ -88,7 +92,10 @@ def main():
     parser.add_argument("--sensitivities", default=None, help="for sens65")
     parser.add_argument("--teacher_config", default=None, help="for wide")
     parser.add_argument("--teacher_weights", default=None, help="for wide")
+    parser.add_argument("--distill_weight", type=float, default=None,
+                        help="the distilled variants' weight (default: the loss's own)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs")
     parser.add_argument("--lr", default="0.0006")
     parser.add_argument("--workdir", default=os.path.join(ROOT, "output", "bench_distill"))
@@ -105,7 +112,8 @@ def main():
         return
     rows = []
     for case in args.cases:
-        for seed in range(args.seeds):          # seeds outermost: variants meet one load
+        # per seed every variant in turn: they meet the same load of a shared machine
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for variant in args.variants:
                 rows.append(run_one(case, variant, seed, args))
                 print(json.dumps(rows[-1]), flush=True)
