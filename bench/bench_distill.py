@@ -55,6 +55,8 @@ def run_one(case, variant, seed, args):
     result = prune_and_finetune(cfg, request(case, variant, args), log=lambda *a: None)
     if variant != "plain" and args.distill_weight is not None:
         variant = f"{variant} x{args.distill_weight:g}"
+    if variant != "plain" and args.tag:
+        variant = f"{variant} {args.tag}"
     return {"case": case, "variant": variant, "seed": seed,
             "mAP": result.history[-1]["mAP"] * 100,
             "flops": 1 - result.flops[1] / result.flops[0],
@@ -94,6 +96,7 @@ def main():
     parser.add_argument("--teacher_weights", default=None, help="for wide")
     parser.add_argument("--distill_weight", type=float, default=None,
                         help="the distilled variants' weight (default: the loss's own)")
+    parser.add_argument("--tag", default="", help="appended to the distilled variants' names")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first_seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs")

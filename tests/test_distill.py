@@ -72,8 +72,10 @@ def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_roo
     assert meta["distill"]["weights"] == spec.weights and meta["distill"]["config"] is None
 
 
-@pytest.mark.parametrize("config", [CFG, SSD_CFG], ids=["yolov3", "ssd"])
-def test_loss_is_zero_for_the_teacher_itself_and_grows_with_the_difference(config):
+@pytest.mark.parametrize("config, options", [(CFG, {}), (CFG, {"obj_target": "soft"}),
+                                             (SSD_CFG, {})],
+                         ids=["yolov3", "yolov3_soft_objectness", "ssd"])
+def test_loss_is_zero_for_the_teacher_itself_and_grows_with_the_difference(config, options):
     paddle.seed(0)
     model = build_model(load_config(config))
     model.eval()
@@ -82,7 +84,7 @@ def test_loss_is_zero_for_the_teacher_itself_and_grows_with_the_difference(confi
     gt = np.zeros([2, 20, 4], "float32")
     gt[:, 0] = [0.1, 0.1, 0.5, 0.6]          # normalised x1y1x2y2: SSD matches priors to it
     inputs = {"gt_bbox": paddle.to_tensor(gt)}
-    loss = type(model.head).distill_loss()
+    loss = type(model.head).distill_loss(**options)
     assert float(loss(outs, outs, model.head, inputs)) == pytest.approx(0, abs=1e-6)
     noise = [paddle.randn(o.shape) for o in outs]
     values = [float(loss([o + s * n for o, n in zip(outs, noise)], outs, model.head, inputs))

@@ -121,7 +121,7 @@ def build_teacher(spec, cfg):
     return teacher
 
 
-def check_pair(student, teacher, spec):
+def check_pair(student, teacher, spec, options=None):
     """The teacher's raw outputs must mean what the student's mean: one line if not."""
     who = f"teacher {spec.describe()}"
     s_head, t_head = student.head, teacher.head
@@ -134,7 +134,7 @@ def check_pair(student, teacher, spec):
     problem = loss_cls.check_pair(s_head, t_head)
     if problem:
         raise UserError(f"{who} cannot teach this model: {problem}")
-    return loss_cls()
+    return loss_cls(**((options or {}).get(loss_cls.__name__) or {}))
 
 
 class Distillation:
@@ -142,8 +142,9 @@ class Distillation:
     term, names the loss terms to log and records the teacher in the checkpoints' meta;
     after training it takes itself off again."""
 
-    def __init__(self, teacher, student, spec):
-        self.loss = check_pair(student, teacher, spec)
+    def __init__(self, teacher, student, spec, options=None):
+        """``options``: the student's config, for the loss's own section."""
+        self.loss = check_pair(student, teacher, spec, options)
         self.teacher = teacher
         self.spec = spec
         self.head = student.head          # the student's layout, for the loss
@@ -176,4 +177,4 @@ def distillation_hooks(spec, cfg, student):
     """``[hook]`` for a teacher spec (built and checked now), ``[]`` for None."""
     if spec is None:
         return []
-    return [Distillation(build_teacher(spec, cfg), student, spec)]
+    return [Distillation(build_teacher(spec, cfg), student, spec, cfg)]

@@ -5,7 +5,9 @@ One small callable per head, named by the head class (``YOLOv3Head.distill_loss`
 Every loss has the same call, ``loss(student_outs, teacher_outs, head, inputs)`` -> scalar
 tensor (``head``: the student's, for its layout; ``inputs``: the batch, for SSD's matching),
 a ``default_weight``, and ``check_pair(student_head, teacher_head)``: why the two heads'
-outputs cannot be compared (other classes, anchors or layout), or None.
+outputs cannot be compared (other classes, anchors or layout), or None. Their options come
+from the student's config section of the loss's name (e.g. ``DistillSSDLoss:
+{temperature: 2}``).
 
 Each term is written so that it is 0 when the student's outputs equal the teacher's: a
 cross-entropy against a soft target has the target's entropy subtracted (that is the KL
@@ -14,6 +16,9 @@ divergence; same gradient), so the logged loss says how far the student is from 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+
+from ppdet.core.errors import ConfigError
+from ppdet.core.registry import LOSSES
 
 __all__ = ["DistillYOLOv3Loss", "DistillSSDLoss", "soft_bce"]
 
@@ -30,6 +35,7 @@ def _differ(what, a, b):
     return f"the teacher's {what}: {b}, the student's: {a}" if a != b else None
 
 
+@LOSSES.register
 class DistillYOLOv3Loss:
     """The objectness-weighted output loss (after Mehta and Ozay, arXiv 1805.06361), per
     output level and summed over the levels:
@@ -46,9 +52,18 @@ class DistillYOLOv3Loss:
     student already gives the teacher's answer at least as surely as the teacher adds
     nothing. So the loss is >= 0, 0 when student == teacher, and the student is pulled to
     its teacher's decisions, not past them (plain hard-target cross-entropy would push
-    every background cell towards -inf, which the detection loss already does)."""
+    every background cell towards -inf, which the detection loss already does).
+
+    ``obj_target: soft`` (config section ``DistillYOLOv3Loss``) takes the teacher's sigmoid
+    objectness as the target instead, like the other terms (KL, no hinge needed)."""
 
     default_weight = 1000.0
+
+    def __init__(self, obj_target="hard"):
+        if obj_target not in ("hard", "soft"):
+            raise ConfigError(f"DistillYOLOv3Loss.obj_target must be hard or soft, got "
+                              f"{obj_target!r}")
+        self.obj_target = obj_target
 
     @staticmethod
     def check_pair(student, teacher):
@@ -69,15 +84,18 @@ class DistillYOLOv3Loss:
             xy = (soft_bce(s[:, :, 0:2], t[:, :, 0:2]) * obj_w).mean()
             wh = (paddle.abs(s[:, :, 2:4] - t[:, :, 2:4]) * obj_w).mean()
             cls = (soft_bce(s[:, :, 5:], t[:, :, 5:]) * obj_w).mean()
-            hard = (t[:, :, 4] > 0).astype("float32")
-            obj = F.relu(
-                F.binary_cross_entropy_with_logits(s[:, :, 4], hard, reduction="none")
-                - F.binary_cross_entropy_with_logits(t[:, :, 4], hard, reduction="none")
-            ).mean()
-            total = total + xy + wh + cls + obj
+            total = total + xy + wh + cls + self._objectness(s[:, :, 4], t[:, :, 4])
         return total
 
+    def _objectness(self, s, t):
+        if self.obj_target == "soft":
+            return soft_bce(s, t).mean()
+        hard = (t > 0).astype("float32")
+        return F.relu(F.binary_cross_entropy_with_logits(s, hard, reduction="none")
+                      - F.binary_cross_entropy_with_logits(t, hard, reduction="none")).mean()
 
+
+@LOSSES.register
 class DistillSSDLoss:
     """SSD: the matched priors' locations, and softened class scores.
 
@@ -92,7 +110,8 @@ class DistillSSDLoss:
       labels missed, and the weighting keeps thousands of easy background priors from
       drowning the few that hold objects (the role objectness plays for YOLOv3).
 
-    Both are divided by the number of matched priors, as SSDLoss divides its terms."""
+    Both are divided by the number of matched priors, as SSDLoss divides its terms.
+    ``temperature``: config section ``DistillSSDLoss``."""
 
     default_weight = 1.0
 
