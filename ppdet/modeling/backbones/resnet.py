@@ -43,6 +43,7 @@ class BasicBlock(nn.Layer):
         self.branch2a = _conv(in_c, out_c, 3, f"{name}_branch2a", stride)
         self.branch2b = _conv(out_c, out_c, 3, f"{name}_branch2b", act=None)
         self.use_shortcut = not project
+        self.add_act = "relu"             # after the add (FLOPs counts it)
 
     @property
     def add_bn(self):
@@ -50,7 +51,7 @@ class BasicBlock(nn.Layer):
 
     def forward(self, x):
         short = x if self.short is None else self.short(x)
-        return F.relu(short + self.branch2b(self.branch2a(x)))
+        return F.relu(short + self.branch2b(self.branch2a(x)))   # add_act
 
 
 class Stem(nn.Layer):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from ppdet.core.errors import UserError
 from ppdet.slim.prune.graph import PruneGraph
 
-__all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params", "paddledet_aliases",
+__all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params",
+           "paddledet_aliases",
            "parse_ratios"]
 
 
