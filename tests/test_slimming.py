@@ -284,3 +284,38 @@ def test_bad_sparsity_and_loss_settings_are_one_line_errors():
         SSDLoss(overlap_threshold=0.4, neg_overlap=0)
     r = _run("tools/train.py", "-c", CFG, "--s", "0.001")
     assert r.returncode == 2 and "add --sr" in r.stderr
+
+
+@pytest.mark.parametrize("cfg", ["configs/shapes/yolov3_darknet_shapes.yml",
+                                 "configs/shapes/yolov3_r18_shapes.yml"])
+def test_removed_blocks_fold_their_offsets_exactly_and_still_prune(cfg, tmp_path):
+    """A block whose add-feeding BN scales are zero becomes ``act(x + c)``: same outputs;
+    the checkpoint rebuilds it; its channels still prune with the shortcut group."""
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.masks import masked, masks
+    from ppdet.slim.prune.plan import apply_plan, make_plan
+    model = random_bn_model(cfg, 0, slimming_bn)
+    path, block, _ = slimming.residual_blocks(model)[-2]
+    block.add_bn.weight.set_value(np.zeros(block.add_bn.weight.shape, "float32"))
+    x = paddle.randn([1, 3, 96, 96])
+    want = _outputs(model, x)
+    assert slimming.prune_layers(model, 1)[0][0] == path      # scales 0: the weakest
+    assert _close(want, _outputs(model, x))
+    unfolded = random_bn_model(cfg, 0, slimming_bn)
+    dict(unfolded.named_sublayers())[path].add_bn.weight.set_value(
+        np.zeros(block.add_bn.weight.shape, "float32"))
+    slimming.prune_layers(unfolded, 1, fold=False)           # an identity loses the offsets
+    assert not _close(want, _outputs(unfolded, x))
+    save_checkpoint(model, str(tmp_path / "layers"), plan=channel_plan(model))
+    fresh = build_model(load_config(os.path.join(ROOT, cfg)))
+    assert load_weights(fresh, str(tmp_path / "layers"))["removed_shifts"]
+    fresh.eval()
+    assert _close(want, _outputs(fresh, x))
+    graph = PruneGraph(fresh)                                  # the shift joins its group
+    group = next(g for g in graph.groups if any(m.layer == path for m in g.members))
+    plan = make_plan(graph, {group.name: 0.5})
+    with masked(graph, masks(graph, plan)):
+        ref = _outputs(fresh, x)
+    apply_plan(graph, plan)
+    assert list(dict(fresh.named_sublayers())[path].weight.shape)[1] == group.size // 2
+    assert _close(ref, _outputs(fresh, x))

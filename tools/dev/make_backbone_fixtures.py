@@ -28,7 +28,6 @@ import zlib
 
 import numpy as np
 import paddle
-
 from make_weight_fixtures import _paddleclas_without_init, randomise, save  # noqa: E402
 
 

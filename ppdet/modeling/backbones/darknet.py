@@ -30,6 +30,7 @@ def _leaky(in_c, out_c, k, name, stride=1):
 class DarkBlock(nn.Layer):
     """``x + conv2(conv1(x))``: 1x1 to half the channels, 3x3 back."""
     use_shortcut = True
+    branch_act = "leaky"             # between ``add_bn`` and the add
 
     def __init__(self, channels, name):
         super().__init__()
