@@ -9,9 +9,9 @@ is exact when that constant is folded into each consumer (its BN mean, or its bi
 holds when every consumer is a 1x1 conv: a constant map through a zero-padded 3x3 conv is
 not constant at the border. Groups feeding a regular kxk conv are therefore not prunable
 (``SlimGroup.blocked`` says why) unless ``prune_mode`` 2 asks for the fold that is exact
-inside the image only (seed 002's; DarkNet / ResNet need it). The constants are read from the masked model itself (a
-forward pass with the removed scales zeroed), so concat routes, upsampling and summed
-shortcuts need no special cases.
+inside the image only (seed 002's; DarkNet / ResNet need it). The constants are read from
+the masked model itself (a forward pass with the removed scales zeroed), so concat routes,
+upsampling and summed shortcuts need no special cases.
 """
 import math
 from dataclasses import dataclass, field
