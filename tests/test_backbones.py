@@ -93,3 +93,35 @@ def test_print_params_states_the_shortcut_groups(cfg, master, tied):
     assert "shortcut group: pruned together with" in line and tied in line
     line = next(ln for ln in text.splitlines() if ln.startswith(tied + " "))
     assert f"tied by a shortcut add: pruned with {master}" in line
+
+
+@pytest.mark.parametrize("cfg", [DARK, R18])
+def test_flops_target_prune_checkpoint_and_export(cfg, tmp_path):
+    """Every prunable conv, shortcut groups included, to -30% FLOPs; the checkpoint replays
+    on a fresh model and exports (the export's predictor gives the dygraph outputs)."""
+    from ppdet.engine.builder import class_names_for
+    from ppdet.engine.checkpoint import channel_plan, load_weights, save_checkpoint
+    from ppdet.engine.export import Predictor, export_model
+    from ppdet.slim.pipelines.prune import choose_ratios
+    from ppdet.slim.pipelines.requests import PruneRequest
+    from ppdet.slim.prune.pruner import FilterPruner, model_flops
+    config = load_config(cfg)
+    model = build_model(config)
+    ratios, _ = choose_ratios(model, [96, 96], PruneRequest(pruned_params="*",
+                                                             target_ratio=0.3))
+    assert any(n.endswith(("downsample.conv.weights", "branch1_weights")) for n in ratios)
+    base = model_flops(model, [96, 96])
+    FilterPruner(model).prune(ratios)
+    assert abs((1 - model_flops(model, [96, 96]) / base) - 0.3) <= 0.01
+    save_checkpoint(model, str(tmp_path / "pruned"), plan=channel_plan(model))
+    fresh = build_model(config)
+    load_weights(fresh, str(tmp_path / "pruned"))
+    fresh.eval()
+    x = np.random.RandomState(0).uniform(-1, 1, (1, 3, 160, 160)).astype("float32")
+    with paddle.no_grad():
+        want = [o.numpy() for o in fresh.head_outputs(paddle.to_tensor(x))]
+    out = export_model(fresh, config, str(tmp_path / "export"), class_names_for(config))
+    got = Predictor(out).run(x, np.array([[160, 160]], "float32"), np.ones((1, 2), "float32"),
+                             raw=True)[2]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() < 1e-3 * (1 + np.abs(w).max())
