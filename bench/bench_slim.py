@@ -2,6 +2,8 @@
 pruning at the same FLOPs as the reference, all in one run:
 
     python bench/bench_slim.py            # trains the baseline too if it is missing
+    python bench/bench_slim.py --config configs/shapes/yolov3_darknet_shapes.yml --prune 2 \
+        --baseline output/NAME/model_final --no_l1       # DarkNet: see docs/backbones.md
 
 Stages (each is skipped when its checkpoint exists, so a stopped run resumes):
 1. baseline: tools/train.py (the config's 30 epochs);
@@ -48,6 +50,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="output/bench_slim")
+    parser.add_argument("--config", default=CFG)
+    parser.add_argument("--prune", type=int, default=1, choices=[0, 1, 2],
+                        help="slimming's --prune (2 for DarkNet / ResNet)")
+    parser.add_argument("--no_l1", action="store_true",
+                        help="skip the L1-norm reference (its conv list is MobileNetV2's)")
     parser.add_argument("--baseline", default=None, help="weights of a trained baseline")
     parser.add_argument("--s", type=float, default=5e-3)
     parser.add_argument("--sparse_epochs", type=int, default=15)
@@ -59,55 +66,57 @@ def main():
     parser.add_argument("--finetune_lr", type=float, default=0.001)
     args = parser.parse_args()
     out = args.out
-    base = args.baseline or f"{out}/{NAME}/model_final"
+    cfg_path = args.config
+    name = os.path.splitext(os.path.basename(cfg_path))[0]
+    base = args.baseline or f"{out}/{name}/model_final"
     if not _done(base):
-        _run("tools/train.py", "-c", CFG, "-o", f"save_dir={out}")
-    sparse = f"{out}/{NAME}_sparse/model_final"
+        _run("tools/train.py", "-c", cfg_path, "-o", f"save_dir={out}")
+    sparse = f"{out}/{name}_sparse/model_final"
     if not _done(sparse):
-        _run("tools/train.py", "-c", CFG, "-o", f"save_dir={out}", f"pretrain_weights={base}",
+        _run("tools/train.py", "-c", cfg_path, "-o", f"save_dir={out}", f"pretrain_weights={base}",
              *_schedule(args.sparse_epochs, args.sparse_lr), "--sr", "--s", str(args.s),
-             "--prune", "1")
-    slim_final = f"{out}/{NAME}_slim/model_final"
+             "--prune", str(args.prune))
+    slim_final = f"{out}/{name}_slim/model_final"
     from ppdet.core.config import load_config
     from ppdet.slim import pipelines
     if not _done(slim_final):
         pipelines.slim_and_finetune(
-            load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}",
+            load_config(os.path.join(ROOT, cfg_path), [f"weights={sparse}", f"save_dir={out}",
                                                   *_schedule(args.finetune_epochs,
                                                              args.finetune_lr)]),
             pipelines.SlimRequest(args.global_percent, args.layer_keep, args.shortcuts,
-                                  finetune=True).check())
+                                  prune_mode=args.prune, finetune=True).check())
 
     from ppdet.slim.report import model_row, report_table, stage_table
-    cfg = load_config(os.path.join(ROOT, CFG))
+    cfg = load_config(os.path.join(ROOT, cfg_path))
     row = lambda w: model_row(cfg, os.path.join(ROOT, w), tempfile.mkdtemp())  # noqa: E731
     stages = [("Before (sparsity-trained)", row(sparse)),
-              ("After prune channels", row(f"{out}/{NAME}_slim/channels"))]
+              ("After prune channels", row(f"{out}/{name}_slim/channels"))]
     if args.shortcuts:
-        stages.append(("After prune layers", row(f"{out}/{NAME}_slim/layers")))
+        stages.append(("After prune layers", row(f"{out}/{name}_slim/layers")))
     stages.append(("After finetune", row(slim_final)))
     removed = 1 - stages[-1][1]["flops"] / stages[0][1]["flops"]
 
-    l1_final = f"{out}/l1/{NAME}_pruned/model_final"
-    if not _done(l1_final):
-        pipelines.prune_and_finetune(
-            load_config(os.path.join(ROOT, CFG), [f"weights={sparse}", f"save_dir={out}/l1",
-                                                  *_schedule(args.finetune_epochs,
-                                                             args.finetune_lr)]),
-            pipelines.PruneRequest(pruned_params=L1_PARAMS, target_ratio=round(removed, 4)))
     rows = [("baseline (normal training)", row(base)), *stages[:1],
-            (f"slimming, fine-tuned {args.finetune_epochs} ep", stages[-1][1]),
-            (f"L1-norm uniform, same FLOPs, fine-tuned {args.finetune_epochs} ep",
-             row(l1_final))]
+            (f"slimming, fine-tuned {args.finetune_epochs} ep", stages[-1][1])]
+    if not args.no_l1:
+        l1_final = f"{out}/l1/{name}_pruned/model_final"
+        if not _done(l1_final):
+            pipelines.prune_and_finetune(
+                load_config(os.path.join(ROOT, cfg_path),
+                            [f"weights={sparse}", f"save_dir={out}/l1",
+                             *_schedule(args.finetune_epochs, args.finetune_lr)]),
+                pipelines.PruneRequest(pruned_params=L1_PARAMS, target_ratio=round(removed, 4)))
+        rows.append((f"L1-norm uniform, same FLOPs, fine-tuned {args.finetune_epochs} ep",
+                     row(l1_final)))
     print()
     print(stage_table(stages))
     print()
     print(report_table(rows))
     drop = stages[0][1]["mAP"] - stages[-1][1]["mAP"]
     print(f"\nslimming removed {removed:.1%} of FLOPs (target >= 30%); fine-tuned mAP is "
-          f"{drop:+.2f} points below the sparsity-trained model (target <= 1.0); L1 at the "
-          f"same FLOPs: {rows[-1][1]['mAP']:.2f}")
-
+          f"{drop:+.2f} points below the sparsity-trained model (target <= 1.0)"
+          + ("" if args.no_l1 else f"; L1 at the same FLOPs: {rows[-1][1]['mAP']:.2f}"))
 
 if __name__ == "__main__":
     main()

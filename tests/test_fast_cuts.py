@@ -149,7 +149,8 @@ def test_memory_cap_falls_back_to_the_same_numbers(setup):
 
 @pytest.mark.parametrize("config", ["yolov3_mobilenet_v2_shapes.yml",
                                     "ssd_mobilenet_v1_shapes.yml",
-                                    "yolov3_mobilenet_v1_shapes.yml"])
+                                    "yolov3_mobilenet_v1_shapes.yml",
+                                    "yolov3_darknet_shapes.yml", "yolov3_r18_shapes.yml"])
 def test_every_cut_resumes_to_the_same_head_outputs(config):
     paddle.seed(1)
     model = build_model(load_config(os.path.join(ROOT, "configs/shapes", config)))

@@ -21,7 +21,9 @@ from ppdet.slim.prune.plan import ChannelPlan, apply_plan, layer_plan, make_plan
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"v1": "configs/shapes/yolov3_mobilenet_v1_shapes.yml",
            "v2": "configs/shapes/yolov3_mobilenet_v2_shapes.yml",
-           "ssd": "configs/shapes/ssd_mobilenet_v1_shapes.yml"}
+           "ssd": "configs/shapes/ssd_mobilenet_v1_shapes.yml",
+           "dark": "configs/shapes/yolov3_darknet_shapes.yml",
+           "r18": "configs/shapes/yolov3_r18_shapes.yml"}
 SIZE = (96, 96)
 
 
@@ -132,6 +134,29 @@ def test_shortcut_add_ties_convs_into_one_group():
     _check("v2", {"conv4_1_linear_weights": 0.5, "conv3_1_expand_weights": 0.5})
 
 
+def test_darknet_shortcut_adds_tie_the_downsample_and_every_block():
+    _, graph, _ = _case("dark")
+    g = graph.group("stage.1.downsample.conv.weights")
+    assert g.names == ["stage.1.downsample.conv.weights", "stage.2.0.1.conv.weights"]
+    assert graph.conv("stage.2.0.1.conv.weights").role == "shortcut"
+    consumers = {graph.layers[c].weight.name for c in g.consumers}
+    assert {"stage.2.0.0.conv.weights", "stage.2.downsample.conv.weights"} <= consumers
+    assert not graph.group("stage.2.0.0.conv.weights").shortcut     # the 1x1 prunes freely
+    _check("dark", {"stage.1.downsample.conv.weights": 0.5,
+                    "stage.2.0.0.conv.weights": 0.5},
+           [("stage.2.0.1.conv.weights", 8), ("stage.2.downsample.conv.weights", 16)])
+
+
+def test_resnet_shortcut_adds_tie_projection_and_blocks():
+    _, graph, _ = _case("r18")
+    g = graph.group("res3a_branch1_weights")
+    assert g.names == ["res3a_branch1_weights", "res3a_branch2b_weights",
+                       "res3b_branch2b_weights"]
+    assert graph.conv("res3b_branch2b_weights").reason.startswith("tied by a shortcut")
+    _check("r18", {"res3a_branch1_weights": 0.25, "res3b_branch2a_weights": 0.5},
+           [("res4a_branch1_weights", 8), ("res3b_branch2b_weights", 16)])
+
+
 def test_ssd_multi_head_consumers():
     _, graph, _ = _case("ssd")
     g = graph.prunable[5]       # the first feature map: read by the next block, loc and conf
@@ -141,7 +166,7 @@ def test_ssd_multi_head_consumers():
     _check("ssd", {g.name: 0.5, graph.prunable[-1].name: 0.25})
 
 
-@pytest.mark.parametrize("kind", ["v1", "v2", "ssd"])
+@pytest.mark.parametrize("kind", ["v1", "v2", "ssd", "dark", "r18"])
 def test_every_group_at_once_matches_paddleslim(kind):
     model, graph, _ = _case(kind)
     ratios = {g.name: (0.25, 0.5)[i % 2] for i, g in enumerate(graph.prunable)}

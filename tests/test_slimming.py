@@ -278,9 +278,73 @@ def test_bad_sparsity_and_loss_settings_are_one_line_errors():
         sparsity_from_config({"sparsity": {"enable": "false"}})
     with pytest.raises(UserError, match="sparsity.s must be a number"):
         sparsity_from_config({"sparsity": {"s": "abc"}}, sr=True)
-    with pytest.raises(UserError, match="prune mode must be 0 or 1"):
-        sparsity_from_config({"sparsity": {"prune": 2}}, sr=True)
+    with pytest.raises(UserError, match="prune mode must be 0, 1 or 2"):
+        sparsity_from_config({"sparsity": {"prune": 3}}, sr=True)
     with pytest.raises(ConfigError, match="neg_overlap"):
         SSDLoss(overlap_threshold=0.4, neg_overlap=0)
     r = _run("tools/train.py", "-c", CFG, "--s", "0.001")
     assert r.returncode == 2 and "add --sr" in r.stderr
+
+
+@pytest.mark.parametrize("cfg", ["configs/shapes/yolov3_darknet_shapes.yml",
+                                 "configs/shapes/yolov3_r18_shapes.yml"])
+def test_removed_blocks_fold_their_offsets_exactly_and_still_prune(cfg, tmp_path):
+    """A block whose add-feeding BN scales are zero becomes ``act(x + c)``: same outputs;
+    the checkpoint rebuilds it; its channels still prune with the shortcut group."""
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.masks import masked, masks
+    from ppdet.slim.prune.plan import apply_plan, make_plan
+    model = random_bn_model(cfg, 0, slimming_bn)
+    path, block, _ = slimming.residual_blocks(model)[-2]
+    block.add_bn.weight.set_value(np.zeros(block.add_bn.weight.shape, "float32"))
+    x = paddle.randn([1, 3, 96, 96])
+    want = _outputs(model, x)
+    assert slimming.prune_layers(model, 1)[0][0] == path      # scales 0: the weakest
+    assert _close(want, _outputs(model, x))
+    unfolded = random_bn_model(cfg, 0, slimming_bn)
+    dict(unfolded.named_sublayers())[path].add_bn.weight.set_value(
+        np.zeros(block.add_bn.weight.shape, "float32"))
+    slimming.prune_layers(unfolded, 1, fold=False)           # an identity loses the offsets
+    assert not _close(want, _outputs(unfolded, x))
+    save_checkpoint(model, str(tmp_path / "layers"), plan=channel_plan(model))
+    fresh = build_model(load_config(os.path.join(ROOT, cfg)))
+    assert load_weights(fresh, str(tmp_path / "layers"))["removed_shifts"]
+    fresh.eval()
+    assert _close(want, _outputs(fresh, x))
+    graph = PruneGraph(fresh)                                  # the shift joins its group
+    group = next(g for g in graph.groups if any(m.layer == path for m in g.members))
+    plan = make_plan(graph, {group.name: 0.5})
+    with masked(graph, masks(graph, plan)):
+        ref = _outputs(fresh, x)
+    apply_plan(graph, plan)
+    assert list(dict(fresh.named_sublayers())[path].weight.shape)[1] == group.size // 2
+    assert _close(ref, _outputs(fresh, x))
+
+
+def test_prune_mode_2_folds_into_3x3_convs_exactly_inside_the_image():
+    """DarkNet: a block's 1x1 conv feeds its 3x3 conv. Mode 2 prunes it; the 3x3 conv's
+    output equals the masked model's everywhere but on its 1-pixel border."""
+    model = random_bn_model("configs/shapes/yolov3_darknet_shapes.yml", 0, slimming_bn)
+    assert "3x3" in next(g.blocked for g in slimming.SlimGraph(model, 1).groups
+                         if g.master == "stage.2.0.0.conv.weights")
+    graph = slimming.SlimGraph(model, 2)
+    g = next(g for g in graph.prunable if g.master == "stage.2.0.0.conv.weights")
+    assert len(graph.prunable) > 2 * len(slimming.SlimGraph(model, 1).prunable)
+    keep = np.ones(g.channels, bool)
+    keep[::2] = False
+    block = dict(model.named_sublayers())["backbone.blocks.5"]
+    seen = {}
+    hook = block.conv2.register_forward_post_hook(
+        lambda layer, inputs, out: seen.__setitem__("out", out.numpy()))
+    x = paddle.randn([1, 3, 96, 96])
+    slimming.zero_scales(graph, {g.master: keep})
+    _outputs(model, x)
+    want = seen["out"]
+    kept = slimming.prune_channels(graph, {g.master: keep})
+    assert kept["stage.2.0.0"] == (16, 8)
+    _outputs(model, x)
+    hook.remove()
+    got = seen["out"]
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    np.testing.assert_allclose(got[inner], want[inner], atol=1e-4 * (1 + np.abs(want).max()))
+    assert np.abs(got - want).max() > 1e-3            # the border is where it is not exact

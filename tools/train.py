@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--sr", action="store_true",
                         help="sparsity training: L1 on the BN scales of prunable layers")
     parser.add_argument("--s", type=float, default=None, help="sparsity factor (1e-4)")
-    parser.add_argument("--prune", type=int, default=None, choices=[0, 1],
+    parser.add_argument("--prune", type=int, default=None, choices=[0, 1, 2],
                         help="0: prunable layers; 1: also layers tied by shortcuts")
     add_distill_args(parser)
     args = parser.parse_args(argv)

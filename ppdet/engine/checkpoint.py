@@ -76,6 +76,7 @@ def save_checkpoint(model, path, optimizer=None, epoch=None, plan=None, extra=No
         plan = plan or channel_plan(model)
     state[META_KEY] = {"channel_plan": plan or {}, "prune_plan": cuts, "epoch": epoch,
                        "removed_layers": list(getattr(model, "removed_layers", [])),
+                       "removed_shifts": dict(getattr(model, "removed_shifts", {})),
                        "config_shapes": getattr(model, "config_shapes", None),
                        "backbone_taps": _backbone_taps(model),
                        **(extra or {})}
@@ -177,7 +178,7 @@ def load_weights(model, weights, strict=True):
                if p not in getattr(model, "removed_layers", [])]
     try:
         if removed:                     # layer-pruned: drop the same blocks first
-            surgery.remove_layers(model, removed)
+            surgery.remove_layers(model, removed, meta.get("removed_shifts"))
         cuts = (meta.get("prune_plan") or {}).get("layers")
         if cuts:                        # replay the channels kept, layer by layer
             surgery.replay(model, cuts)

@@ -334,12 +334,15 @@ def _detect_kind(keys):
     hits = lambda pat: sum(bool(re.search(pat, k)) for k in keys)
     if hits(r"^backbone\.\w+\._(conv|batch_norm)\.|^backbone\.\w+\._(depthwise|pointwise)_conv"
             r"|^neck\.yolo_(block|transition)|^yolo_head\.yolo_output|^ssd_head\.(boxes|scores)"
-            r"\d"):
+            r"\d|^backbone\.(conv0|downsample0|stage\.\d+|conv1\.conv1|res\d)\."):
         return "det2x"
     if hits(r"^(conv|blocks\.\d+\.(depthwise|pointwise)_conv)\.(conv|bn)\.") or \
-            hits(r"^conv\d+\.(_first_block|conv\d+_\d+)\._\w+_conv\.|^conv1\._conv\."):
+            hits(r"^conv\d+\.(_first_block|conv\d+_\d+)\._\w+_conv\.|^conv1\._conv\.") or \
+            hits(r"^(_conv[12]|_basic_block_\d+\.|_downsample_\d)|^(stem\.\d+|blocks\.\d+\."
+                 r"(conv\d|short))\.(conv|bn)\."):
         return "clas2x"
-    if hits(r"_weights$|\.conv\.weights$|_bn_(scale|offset|mean|variance)$|\.[wb]_\d+$") \
+    if hits(r"_weights$|\.conv\.weights$|_bn_(scale|offset|mean|variance)$|\.[wb]_\d+$|"
+            r"\.bn\.(scale|offset|mean|var)$|^bn\w*_(scale|offset|mean|variance)$") \
             > len(keys) // 2:
         return "names"
     return "ppdet"
@@ -386,12 +389,51 @@ _BN_UNDERSCORE = {"weight": "_bn_scale", "bias": "_bn_offset", "_mean": "_bn_mea
 _BN_DOTTED = {"weight": ".bn.scale", "bias": ".bn.offset", "_mean": ".bn.mean",
               "_variance": ".bn.var"}
 _YOLO_CONVS = {"conv0": "0.0", "conv1": "0.1", "conv2": "1.0", "conv3": "1.1", "route": "2"}
-_CONVBN = re.compile(r"^(?P<layer>.+)\.(?P<sub>_?conv|_?batch_norm|bn)\.(?P<p>weight|bias|"
-                     r"_mean|_variance)$")
+_CONVBN = re.compile(r"^(?P<layer>.+)\.(?P<sub>_?conv|_?batch_norm|_?bn|norm)\.(?P<p>weight|"
+                     r"bias|_mean|_variance)$")
+_RESNET_BRANCH = {"branch2a": "branch2a", "branch2b": "branch2b", "short": "branch1",
+                  "conv0": "branch2a", "conv1": "branch2b"}
 
 
 def _underscore(layer, sub, p):
     return f"{layer}_weights" if "conv" in sub else f"{layer}{_BN_UNDERSCORE[p]}"
+
+
+def _dotted(layer, sub, p):
+    return f"{layer}.conv.weights" if "conv" in sub else layer + _BN_DOTTED[p]
+
+
+def _resnet(layer, sub, p):
+    """Static-era ResNet names: ``res2a_branch2a_weights``, ``bn2a_branch2a_scale``."""
+    if "conv" in sub:
+        return f"{layer}_weights"
+    bn = "bn_conv1" if layer == "conv1" else "bn" + layer[3:]
+    return bn + {"weight": "_scale", "bias": "_offset", "_mean": "_mean",
+                 "_variance": "_variance"}[p]
+
+
+def _det2x_backbone(layer, sub, p):
+    """PaddleDetection 2.x DarkNet / ResNet backbone layers -> static-era names, or None.
+    DarkNet: ``conv0``, ``downsample0.conv_bn_layer``, ``stage.{s}.basicblock0.conv{1,2}``,
+    later blocks ``stage.{s}.stage.{s}.{j}.conv{1,2}``, ``stage.{s}.downsample.
+    conv_bn_layer``; ResNet: ``conv1.conv1``, ``res{s}.res{s}{x}.{branch2a,branch2b,short}``."""
+    if layer == "backbone.conv0":
+        return _dotted("yolo_input", sub, p)
+    if layer == "backbone.downsample0.conv_bn_layer":
+        return _dotted("yolo_input.downsample", sub, p)
+    m = re.match(r"^backbone\.stage\.(\d+)\.(?:basicblock0|stage\.\1\.(\d+))\.conv([12])$",
+                 layer)
+    if m:
+        return _dotted(f"stage.{m[1]}.{m[2] or 0}.{int(m[3]) - 1}", sub, p)
+    m = re.match(r"^backbone\.stage\.(\d+)\.downsample\.conv_bn_layer$", layer)
+    if m:
+        return _dotted(f"stage.{m[1]}.downsample", sub, p)
+    if layer == "backbone.conv1.conv1":
+        return _resnet("conv1", sub, p)
+    m = re.match(r"^backbone\.res(\d)\.(res\1[a-z]\d*)\.(branch2a|branch2b|short)$", layer)
+    if m:
+        return _resnet(f"{m[2]}_{_RESNET_BRANCH[m[3]]}", sub, p)
+    return None
 
 
 def _det2x_name(key):
@@ -417,6 +459,9 @@ def _det2x_name(key):
     if y:
         base = f"yolo_transition.{y[1]}"
         return f"{base}.conv.weights" if "conv" in sub else base + _BN_DOTTED[p]
+    named = _det2x_backbone(layer, sub, p)
+    if named is not None:
+        return named
     b = re.match(r"^backbone\.(conv\d+(?:_\d+)?)(?:\.(_depthwise_conv|_pointwise_conv|"
                  r"pointwise_conv|normal_conv))?$", layer)
     if b:
@@ -426,12 +471,50 @@ def _det2x_name(key):
     return None
 
 
-def _clas2x_name(key):
-    """PaddleClas 2.x MobileNetV1 / MobileNetV2 key -> static-era variable name."""
+_CLAS_RESNET_STAGES = {8: [2, 2, 2, 2], 16: [3, 4, 6, 3]}     # blocks -> ResNet-18 / 34
+
+
+def clas_resnet_blocks(keys):
+    """Static-era block names (``res2a`` ..) of a PaddleClas ResNet-18/34 key set, whose
+    blocks are numbered flat (``blocks.7.conv0``), or None."""
+    blocks = {int(m[1]) for k in keys for m in [re.match(r"^blocks\.(\d+)\.conv0\.", str(k))]
+              if m}
+    counts = _CLAS_RESNET_STAGES.get(len(blocks)) if blocks == set(range(len(blocks))) \
+        else None
+    if counts is None:
+        return None
+    return [f"res{s + 2}{chr(ord('a') + j)}" for s, n in enumerate(counts) for j in range(n)]
+
+
+def _clas2x_backbone(layer, sub, p, resnet_blocks):
+    """PaddleClas DarkNet53 (``_conv1``, ``_conv2``, ``_basic_block_{s}{j+1}._conv{1,2}``,
+    ``_downsample_{s}``) and ResNet-18/34 (``stem.0``, ``blocks.{k}.{conv0,conv1,short}``)."""
+    if layer in ("_conv1", "_conv2"):
+        return _dotted("yolo_input" if layer == "_conv1" else "yolo_input.downsample", sub, p)
+    m = re.match(r"^_basic_block_(\d)(\d)\._conv([12])$", layer)
+    if m:
+        return _dotted(f"stage.{m[1]}.{int(m[2]) - 1}.{int(m[3]) - 1}", sub, p)
+    m = re.match(r"^_downsample_(\d)$", layer)
+    if m:
+        return _dotted(f"stage.{m[1]}.downsample", sub, p)
+    if layer == "stem.0" and resnet_blocks:
+        return _resnet("conv1", sub, p)
+    m = re.match(r"^blocks\.(\d+)\.(conv0|conv1|short)$", layer)
+    if m and resnet_blocks and int(m[1]) < len(resnet_blocks):
+        return _resnet(f"{resnet_blocks[int(m[1])]}_{_RESNET_BRANCH[m[2]]}", sub, p)
+    return None
+
+
+def _clas2x_name(key, resnet_blocks=None):
+    """PaddleClas 2.x MobileNetV1 / MobileNetV2 / DarkNet53 / ResNet-18/34 key -> static-era
+    variable name (``resnet_blocks``: see :func:`clas_resnet_blocks`)."""
     m = _CONVBN.match(key)
     if not m:
         return None
     layer, sub, p = m["layer"], m["sub"], m["p"]
+    named = _clas2x_backbone(layer, sub, p, resnet_blocks)
+    if named is not None:
+        return named
     if layer == "conv":                                       # V1 stem
         return _underscore("conv1", sub, p)
     v1 = re.match(r"^blocks\.(\d+)\.(depthwise|pointwise)_conv$", layer)
@@ -546,7 +629,7 @@ def _as_array(value):
 def _unused_reason(kind, key, canonical):
     if _OPTIMIZER_STATE.search(key):
         return "optimizer state"
-    if kind == "clas2x" and re.match(r"^(fc|out)\.", key):
+    if kind == "clas2x" and re.match(r"^(fc|_?out)\.", key):
         return "ImageNet classifier"
     if kind in ("det2x", "clas2x") and canonical is None:
         return "no counterpart in this toolkit's models"
@@ -563,7 +646,9 @@ def match_weights(model, source):
     if is_ssd:
         aliases.update(_ssd_aliases(model))
         aliases.update(static_head)
-    translate = {"det2x": _det2x_name, "clas2x": _clas2x_name}.get(source.kind)
+    resnet_blocks = clas_resnet_blocks(source.tensors) if source.kind == "clas2x" else None
+    translate = {"det2x": _det2x_name,
+                 "clas2x": lambda k: _clas2x_name(k, resnet_blocks)}.get(source.kind)
     result = Match(source)
     claimed = {}
     for skey, value in source.tensors.items():

@@ -4,7 +4,10 @@ Pruning tools key parameters by ``param.name``; automatic names depend on creati
 order in the process, so every parameter here is named from the layer's name.
 Two naming schemes are used by the static-era models users know:
 ``'underscore'``: ``conv2_1_sep_weights``, ``conv2_1_sep_bn_scale`` ... (MobileNetV1)
-``'dotted'``: ``yolo_block.0.0.0.conv.weights``, ``yolo_block.0.0.0.bn.scale`` ... (YOLOv3)
+``'dotted'``: ``yolo_block.0.0.0.conv.weights``, ``yolo_block.0.0.0.bn.scale`` ... (YOLOv3,
+DarkNet: ``stage.2.0.1.conv.weights``)
+``'resnet'``: ``res2a_branch2a_weights``, ``bn2a_branch2a_scale`` ... ``conv1_weights``,
+``bn_conv1_scale`` (the static-era / PaddleClas ResNet)
 """
 
 import paddle
@@ -25,6 +28,10 @@ def param_names(name, scheme):
         return dict(weight=f"{name}.conv.weights", scale=f"{name}.bn.scale",
                     offset=f"{name}.bn.offset", mean=f"{name}.bn.mean",
                     var=f"{name}.bn.var")
+    if scheme == "resnet":
+        bn = "bn_conv1" if name == "conv1" else "bn" + name[3:]
+        return dict(weight=f"{name}_weights", scale=f"{bn}_scale", offset=f"{bn}_offset",
+                    mean=f"{bn}_mean", var=f"{bn}_variance")
     raise ValueError(f"unknown naming scheme {scheme}")
 
 

@@ -9,7 +9,25 @@ import numpy as np
 import paddle
 
 __all__ = ["set_tensor", "slice_layer", "replay", "layer_tensors", "remove_layers",
-           "find_layer", "compose", "live_cuts"]
+           "find_layer", "compose", "live_cuts", "Shift"]
+
+
+class Shift(paddle.nn.Layer):
+    """What a removed residual block leaves when its branch's constant output is folded:
+    ``act(x + weight)``, ``weight`` [1, C, 1, 1] (the branch's output with its last BN's
+    scales at zero). A parameter, so checkpoints carry it and channel pruning cuts it."""
+
+    def __init__(self, channels, act=None, name="shift"):
+        super().__init__()
+        self.act = act
+        with paddle.utils.unique_name.guard():      # fixed name, fresh name scope
+            self.weight = self.create_parameter(
+                [1, channels, 1, 1], attr=paddle.ParamAttr(name=f"{name}.offset"),
+                default_initializer=paddle.nn.initializer.Constant(0.))
+
+    def forward(self, x):
+        y = x + self.weight
+        return paddle.nn.functional.relu(y) if self.act == "relu" else y
 
 
 def set_tensor(tensor, array):
@@ -58,6 +76,10 @@ def slice_layer(layer, out=None, in_=None):
         if out is not None:
             for t in layer_tensors(layer).values():
                 set_tensor(t, np.take(t.numpy(), out, axis=0))
+    elif isinstance(layer, Shift):
+        kept = out if out is not None else in_
+        if kept is not None:
+            set_tensor(layer.weight, np.take(layer.weight.numpy(), kept, axis=1))
     else:
         raise ValueError(f"cannot cut channels of a {type(layer).__name__}")
 
@@ -109,9 +131,12 @@ def compose(first, then):
     return out
 
 
-def remove_layers(model, paths):
+def remove_layers(model, paths, shifts=None):
     """Replace the sublayers at ``paths`` with identities (a residual block then passes its
-    input through). Recorded on ``model.removed_layers`` for checkpoints."""
+    input through), or, for paths in ``shifts`` (``{path: [channels, act]}``), with a
+    :class:`Shift` (its values are then set, or loaded from weights). Recorded on
+    ``model.removed_layers`` / ``model.removed_shifts`` for checkpoints."""
+    shifts = dict(shifts or {})
     for path in paths:
         parent_path, _, last = path.rpartition(".")
         try:
@@ -121,6 +146,12 @@ def remove_layers(model, paths):
         if parent is None or last not in parent._sub_layers:
             raise ValueError(f"it removes layer '{path}', which this model lacks: "
                              f"wrong config for these weights?")
-        parent._sub_layers[last] = paddle.nn.Identity()
+        if path in shifts:
+            channels, act = shifts[path]
+            parent._sub_layers[last] = Shift(int(channels), act, name=path)
+        else:
+            parent._sub_layers[last] = paddle.nn.Identity()
     model.removed_layers = list(getattr(model, "removed_layers", [])) + list(paths)
+    model.removed_shifts = {**getattr(model, "removed_shifts", {}),
+                            **{p: list(v) for p, v in shifts.items() if p in paths}}
     return model

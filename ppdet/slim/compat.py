@@ -333,7 +333,9 @@ def trace_groups(layer, input_shape):
     shape = [int(d) for d in input_shape]
     program = slim.core.dygraph2program(layer, [shape], dtypes=["float32"])
     graph = slim.core.GraphWrapper(program)
-    params = [p.name for p in layer.parameters() if len(p.shape) == 4]
+    import paddle
+    convs = {m.weight.name for m in layer.sublayers() if isinstance(m, paddle.nn.Conv2D)}
+    params = [p.name for p in layer.parameters() if p.name in convs]   # filters only
     finder = slim.prune.PruningCollections()
     collections = finder.create_pruning_collections(params, graph, skip_leaves=True)
     known = {p.name for p in layer.parameters()} | {b.name for b in layer.buffers()}

@@ -34,8 +34,10 @@ def main(argv=None):
                              "it a threshold that would empty a layer is refused")
     parser.add_argument("--shortcuts", type=int, default=0,
                         help="residual blocks to remove (weakest mean |gamma| first)")
-    parser.add_argument("--prune", type=int, default=1, choices=[0, 1],
-                        help="1: also prune layers tied by shortcuts (one union mask)")
+    parser.add_argument("--prune", type=int, default=1, choices=[0, 1, 2],
+                        help="1: also prune layers tied by shortcuts (one union mask); 2: "
+                             "also layers feeding 3x3 convs (DarkNet, ResNet: offsets folded "
+                             "exactly inside the image, not on its 1-pixel border)")
     parser.add_argument("--dw_rule", default="max", choices=["max", "intersection"],
                         help="depthwise convs: keep the larger layer's channels (max), or "
                              "remove only channels both sides remove (intersection)")

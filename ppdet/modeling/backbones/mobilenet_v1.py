@@ -69,3 +69,10 @@ class MobileNetV1(TappedBackbone):
                              f"{', '.join(self.block_names)}")
         self.feature_maps = list(feature_maps)
         self.out_channels = [c(dict((n, o) for n, o, _ in _BLOCKS)[f]) for f in feature_maps]
+
+    def paddledet_conv_order(self):
+        """Conv weight names in PaddleDetection 2.x's creation order (its ``conv2d_{n}``
+        names): the network order, depthwise before pointwise."""
+        return [self.conv1.conv.weight.name] + [
+            m.conv.weight.name for b in self.blocks if isinstance(b, DepthwiseSeparable)
+            for m in (b.dw, b.sep)]

@@ -38,6 +38,11 @@ class InvertedResidual(nn.Layer):
                                  name=f"{name}_dwise")
         self.linear = ConvBNLayer(hidden, out_c, 1, act=None, name=f"{name}_linear")
 
+    @property
+    def add_bn(self):
+        """The BN whose output is added to the input (no activation between)."""
+        return self.linear.bn
+
     def forward(self, x):
         y = self.expand(x) if self.expand is not None else x
         y = self.linear(self.dwise(y))

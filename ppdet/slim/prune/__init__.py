@@ -49,6 +49,7 @@ _API = {
     "masked": "masks",
     "masks": "masks",
     "model_flops": "pruner",
+    "paddledet_aliases": "params",
     "pair_ratios": "ratios",
     "parse_ratios": "params",
     "prune_model": "ratios",

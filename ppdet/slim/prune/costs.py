@@ -3,7 +3,8 @@
 Counts come from the pruning graph and the per-layer output sizes one forward pass per image
 size records, so searches over ratios are cheap. FLOPs follow paddleslim's ``dygraph_flops``
 (multiply-adds, batch 1): conv ``h*w*out*k*k*in/groups``, batch norm ``2*numel``,
-relu/relu6 ``numel`` (leaky relu, adds and conv biases are not counted: a dygraph conv adds
+relu/relu6 ``numel`` (also after a shortcut add: a block's ``add_act``; max pooling is not
+counted) (leaky relu, adds and conv biases are not counted: a dygraph conv adds
 its bias in a separate op). A model with other counted ops (pool, sigmoid, fc) needs a term
 in :meth:`Costs.flops`; ``tests/test_graph.py`` compares the count with paddleslim's on every
 topology.
@@ -55,7 +56,8 @@ class Costs:
     def _record(self):
         model, sizes, hooks = self.model, {}, []
         for path, layer in self.layers.items():
-            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.BatchNorm, paddle.nn.BatchNorm2D)):
+            if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.BatchNorm, paddle.nn.BatchNorm2D)) \
+                    or getattr(layer, "add_act", None) in _COUNTED_ACTS:
                 def hook(lyr, inputs, output, _path=path):
                     sizes[_path] = (int(output.shape[2]), int(output.shape[3]))
                 hooks.append(layer.register_forward_post_hook(hook))
@@ -79,6 +81,8 @@ class Costs:
                     else None
                 terms.append(("conv", layer.weight.name, h * w, kh * kw,
                               act in _COUNTED_ACTS))
+            elif getattr(layer, "add_act", None) in _COUNTED_ACTS:   # act after a shortcut add
+                terms.append(("act", layer.add_bn.weight.name, h * w, 0, True))
             else:
                 terms.append(("bn", layer.weight.name, h * w, 0, False))
         return terms
@@ -109,6 +113,8 @@ class Costs:
                 total += hw * out * k * count(name, 1, shape[1])
                 if act:
                     total += hw * out
+            elif kind == "act":
+                total += hw * out
             else:
                 total += 2 * hw * out
         return int(total)

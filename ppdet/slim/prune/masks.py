@@ -7,15 +7,22 @@ program serves every plan (:mod:`ppdet.slim.sensitivity.fast_eval`).
 import numpy as np
 import paddle
 
+from ppdet.modeling.surgery import Shift
+
 __all__ = ["mask_units", "masks", "masked"]
 
 
 def mask_units(graph):
     """``[(unit path, producer conv path, group key)]`` for every producer conv of every
     prunable group: the unit is the layer whose output carries the conv's channels after
-    its BN and activation (a ConvBN-style parent), or the conv itself when no BN follows."""
+    its BN and activation (a ConvBN-style parent), or the conv itself when no BN follows;
+    and every :class:`~ppdet.modeling.surgery.Shift` in a group (a removed residual block's
+    folded constant), unit and "producer" both its own path."""
     units = []
     for g in graph.prunable:
+        for m in g.members:               # a removed block's constant: masked after it too
+            if isinstance(graph.layers[m.layer], Shift) and m.attr == "weight":
+                units.append((m.layer, m.layer, g.key))
         for p in g.producers:
             parent = p.rpartition(".")[0]
             holder = graph.layers.get(parent)
@@ -40,8 +47,9 @@ def masks(graph, plan, units=None):
         if kept is None:
             continue
         g = graph.group(key)
+        axis = 1 if isinstance(graph.layers[conv], Shift) else 0
         member = next(m for m in g.members if m.layer == conv and m.attr == "weight"
-                      and m.axis == 0)
+                      and m.axis == axis)
         keep = np.zeros(g.size, bool)
         keep[np.asarray(kept, dtype="int64")] = True
         ch = member.channels

@@ -15,6 +15,7 @@ from ppdet.core.errors import UserError
 from ppdet.slim.prune.graph import PruneGraph
 
 __all__ = ["ConvInfo", "conv_table", "select_params", "select_groups", "format_params",
+           "paddledet_aliases",
            "parse_ratios"]
 
 
@@ -25,31 +26,66 @@ class ConvInfo:
     prunable: bool
     reason: str = ""          # why not, when not prunable
     follows: str = ""         # the conv to name instead (depthwise, shortcut-tied convs)
+    tied: tuple = ()          # for a shortcut group's first conv: the convs pruned with it
+    alias: str = ""           # PaddleDetection 2.x's automatic name (``conv2d_52.w_0``)
 
 
 def conv_table(model):
     """Every conv weight in network (definition) order, with whether it can be pruned."""
     graph = PruneGraph.of(model)
+    aliases = paddledet_aliases(model)
     table = []
     for e in graph.convs:
         prunable = e.role == "master" and not e.reason
         follows = graph.group(e.group).name if e.group and e.role != "master" else ""
-        table.append(ConvInfo(e.name, list(e.shape), prunable, e.reason, follows))
+        tied = tuple(graph.group(e.group).names[1:]) if e.role == "master" else ()
+        table.append(ConvInfo(e.name, list(e.shape), prunable, e.reason, follows, tied,
+                              aliases.get(e.name, "")))
     return table
+
+
+def paddledet_aliases(model):
+    """``{conv weight name: PaddleDetection 2.x automatic name}`` for YOLOv3 models whose
+    backbone knows PaddleDetection's creation order (``paddledet_conv_order``): 2.x names
+    its convs ``conv2d_{n}.w_0`` in creation order, backbone first, then the neck's detection
+    blocks and transitions level by level, then the three output convs (its prune configs
+    name them so: ``conv2d_52.w_0`` .. ``conv2d_71.w_0`` are YOLOv3-DarkNet53's head)."""
+    backbone, head = getattr(model, "backbone", None), getattr(model, "yolo_head", None)
+    order_of = getattr(backbone, "paddledet_conv_order", None)
+    if order_of is None or head is None:
+        return {}
+    order = list(order_of())
+    for i, block in enumerate(head.blocks):
+        order += [c.conv.weight.name for c in list(block.convs) + [block.tip]]
+        if i < len(head.transitions):
+            order.append(head.transitions[i].conv.weight.name)
+    order += [o.weight.name for o in head.outputs]
+    return {name: f"conv2d_{n}.w_0" for n, name in enumerate(order)}
 
 
 def format_params(model):
     """Every parameter in network order with its shape; convs marked prunable or why not."""
     info = {c.name: c for c in conv_table(model)}
     width = max(len(p.name) for p in model.parameters())
+    awidth = max([len(c.alias) for c in info.values()] + [0])
     lines = []
     for p in model.parameters():
         c = info.get(p.name)
-        mark = "" if c is None else ("prunable" if c.prunable else f"not prunable: {c.reason}")
-        lines.append(f"{p.name:<{width}}  {str(list(p.shape)):<22} {mark}".rstrip())
+        mark = "" if c is None else _mark(c)
+        alias = f"{c.alias if c is not None else '':<{awidth}}  " if awidth else ""
+        lines.append(f"{p.name:<{width}}  {alias}{str(list(p.shape)):<22} {mark}".rstrip())
     n = sum(c.prunable for c in info.values())
     lines.append(f"# {len(lines)} parameters, {len(info)} convs, {n} prunable")
     return "\n".join(lines)
+
+
+def _mark(c):
+    if not c.prunable:
+        return f"not prunable: {c.reason}"
+    if c.tied:
+        return (f"prunable, shortcut group: pruned together with {', '.join(c.tied)} "
+                f"(they add into one tensor)")
+    return "prunable"
 
 
 def _is_pattern(token):
@@ -69,16 +105,20 @@ def select_groups(model, spec, allow_unprunable=False):
         raise UserError("no parameters named: pass --pruned_params NAME[,NAME...] or a regex "
                         "(see --print_params)")
     groups = []
+    by_alias = {c.alias: c.name for c in table if c.alias}
     for token in tokens:
         if token in info or (token in all_params and not _is_pattern(token)):
             matched = [token]
+        elif token in by_alias:
+            matched = [by_alias[token]]
         elif _is_pattern(token):
             if any(ch in token for ch in "|()^$+\\") or ".w_" in token:
                 try:
                     rx = re.compile(token)
                 except re.error as e:
                     raise UserError(f"--pruned_params: bad regex '{token}': {e}") from e
-                matched = [c.name for c in table if rx.fullmatch(c.name)]
+                matched = [c.name for c in table
+                           if rx.fullmatch(c.name) or (c.alias and rx.fullmatch(c.alias))]
             else:
                 matched = [c.name for c in table if fnmatch.fnmatchcase(c.name, token)]
             if not allow_unprunable:

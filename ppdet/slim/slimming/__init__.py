@@ -16,6 +16,7 @@ _API = {
     "S_DECAYS": "sparsity",
     "SlimGraph": "channels",
     "SlimGroup": "channels",
+    "branch_constant": "layers",
     "check_shortcuts": "layers",
     "global_threshold": "channels",
     "group_masks": "channels",

@@ -8,9 +8,10 @@ Exactness: a channel whose BN scale is zero outputs the constant ``act(beta)``. 
 is exact when that constant is folded into each consumer (its BN mean, or its bias), which
 holds when every consumer is a 1x1 conv: a constant map through a zero-padded 3x3 conv is
 not constant at the border. Groups feeding a regular kxk conv are therefore not prunable
-(``SlimGroup.blocked`` says why). The constants are read from the masked model itself (a
-forward pass with the removed scales zeroed), so concat routes, upsampling and summed
-shortcuts need no special cases.
+(``SlimGroup.blocked`` says why) unless ``prune_mode`` 2 asks for the fold that is exact
+inside the image only (seed 002's; DarkNet / ResNet need it). The constants are read from
+the masked model itself (a forward pass with the removed scales zeroed), so concat routes,
+upsampling and summed shortcuts need no special cases.
 """
 import math
 from dataclasses import dataclass, field
@@ -61,12 +62,15 @@ class SlimGraph:
     pruning.
 
     ``prune_mode`` 0: groups of a single regular conv (with its depthwise followers);
-    1: also groups tied by shortcut adds (pruned with one union mask).
+    1: also groups tied by shortcut adds (pruned with one union mask); 2: also groups that
+    feed a kxk conv (their offsets are folded as a 1x1 conv would see them: exact inside
+    the image, not on its border of (k - 1) / 2 pixels, which fine-tuning makes up; seed
+    002's way, and what makes DarkNet / ResNet backbones prunable at all).
     """
 
     def __init__(self, model, prune_mode=0):
-        if prune_mode not in (0, 1):
-            raise UserError(f"--prune must be 0 or 1, got {prune_mode}")
+        if prune_mode not in (0, 1, 2):
+            raise UserError(f"--prune must be 0, 1 or 2, got {prune_mode}")
         self.model = model
         self.prune_mode = prune_mode
         self.graph = PruneGraph.of(model)
@@ -89,7 +93,7 @@ class SlimGraph:
                 group.consumers.append(conv.weight.name)
                 if group.blocked is not None:
                     continue
-                if max(conv._kernel_size) > 1:
+                if max(conv._kernel_size) > 1 and prune_mode < 2:
                     group.blocked = (f"feeds the {conv._kernel_size[0]}x"
                                      f"{conv._kernel_size[1]} conv {conv.weight.name}: its "
                                      f"offsets cannot be folded exactly")

@@ -27,14 +27,14 @@ BINS = 40
 
 class BNSparsity:
     """``prune_mode`` 0: scales of prunable layers not tied by shortcuts; 1 (default, as
-    slim_prune.py): also those tied by shortcuts.
+    slim_prune.py): also those tied by shortcuts; 2: also those feeding kxk convs.
     ``s_decay``: ``none`` keeps s; ``linear``/``cosine`` take it to 0 over the run."""
 
     def __init__(self, s=1e-4, prune_mode=1, s_decay="none"):
         if not 0 < s < 1:
             raise UserError(f"sparsity factor s must be in (0, 1), e.g. 0.0001; got {s}")
-        if prune_mode not in (0, 1):
-            raise UserError(f"sparsity prune mode must be 0 or 1, got {prune_mode}")
+        if prune_mode not in (0, 1, 2):
+            raise UserError(f"sparsity prune mode must be 0, 1 or 2, got {prune_mode}")
         if s_decay not in S_DECAYS:
             raise UserError(f"sparsity s_decay must be one of {', '.join(S_DECAYS)}, "
                             f"got '{s_decay}'")
