@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["COARSE_TOL", "Predicted", "fit_residual", "timing_noise", "interpolation_error",
-           "predict_with_error", "coarse_warning"]
+           "predict_with_error", "coarse_warning", "measured_line"]
 
 COARSE_TOL = 0.05
 
@@ -125,3 +125,11 @@ def coarse_warning(table, kept, target_ms, predicted=None):
                 f"{predicted.interpolation:.2f} ms ({predicted.interpolation / predicted.ms:.0%}"
                 f" of {predicted.ms:.2f} ms; up to {counts} counts per group): {fix}")
     return None
+
+
+def measured_line(predicted, measured_ms, table):
+    """``latency: measured M ms, predicted P ± E ms by TABLE (+x%, within its ±)``."""
+    off = predicted.ms / measured_ms - 1
+    inside = "within" if abs(predicted.ms - measured_ms) <= predicted.err else "OUTSIDE"
+    return (f"{table.precision.upper()} latency: measured {measured_ms:.2f} ms, predicted "
+            f"{predicted} by {table.path} ({off:+.1%}, {inside} its ±; {predicted.detail()})")

@@ -349,10 +349,11 @@ def load_latency_table(cfg, graph, path=None, threads=1, required=False, precisi
     return table
 
 
-def predicted_latency(cfg, model, threads=1, precision="fp32"):
+def predicted_latency(cfg, model, threads=1, precision="fp32", with_error=False):
     """``(predicted ms, table)`` of ``model`` (pruned or not) from the config's latency
     table of ``precision``, or ``(None, None)`` without one: kept counts are read off the
-    model's master convs, on the graph of the unpruned model."""
+    model's master convs, on the graph of the unpruned model. ``with_error``: the
+    prediction as a :class:`~ppdet.slim.latency.error_bars.Predicted` (ms ± error)."""
     from ppdet.engine.builder import build_model
     from ppdet.slim.prune.graph import PruneGraph
     graph = PruneGraph.of(build_model(cfg))
@@ -362,4 +363,7 @@ def predicted_latency(cfg, model, threads=1, precision="fp32"):
     layers = dict(model.named_sublayers())
     kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
             if g.key in layers and g.key in table.sizes}
+    if with_error:
+        from ppdet.slim.latency.error_bars import predict_with_error
+        return predict_with_error(table, kept), table
     return table.predict(kept), table
