@@ -119,8 +119,8 @@ def test_prediction_error_parts(graph):
     two rounds; interpolation: zero on measured counts, the farther neighbour between."""
     a, b, table = _table(graph)
     fit = max(abs(table.predict(c["plan"]) - c["ms"]) / c["ms"] for c in table.calib[1:])
-    assert L.error_bars.fit_residual(table) == pytest.approx(fit) and fit > 0
-    assert L.error_bars.timing_noise(table) == pytest.approx(sorted(
+    assert L.fit_residual(table) == pytest.approx(fit) and fit > 0
+    assert L.timing_noise(table) == pytest.approx(sorted(
         [32.6 / 32 - 1, 27.0 / 26.5 - 1, 24.4 / 24 - 1])[1])          # the median
     on = L.predict_with_error(table, {a.key: 32, b.key: 16})
     assert on.interpolation == 0 and on.err == pytest.approx(on.fit + on.noise)
