@@ -185,9 +185,9 @@ def test_prune_for_int8_prints_the_prediction_with_its_error(run, capsys):
     assert "too coarse" not in out
     assert os.path.isfile(tmp_path / "out" / "yolov3_mobilenet_v1_shapes_pruned" /
                           "pruned.pdparams")
-    # the INT8 table travels with the pruned model (post_quant.py measures against it)
+    # the INT8 table travels with the pruned model, under the name post_quant.py looks for
     assert os.path.isfile(tmp_path / "out" / "yolov3_mobilenet_v1_shapes_pruned" /
-                          "table_int8.json")
+                          "latency_cpu-onednn-int8_t1_160x160.json")
 
 
 @pytest.mark.parametrize("script_rel, extra, words", [

@@ -12,7 +12,7 @@ import paddle
 
 from ppdet.core.errors import UserError
 from ppdet.slim.latency import search as latency_search
-from ppdet.slim.latency.table import load_latency_table
+from ppdet.slim.latency.table import load_latency_table, table_path
 from ppdet.slim.prune import search as flops_search
 from ppdet.slim.prune.costs import Costs
 from ppdet.slim.prune.graph import PruneGraph
@@ -152,7 +152,8 @@ def _log_predicted(graph, ratios, lat, log, target_ms=None):
 
 
 def _save_pruned(model, save_dir, ratios, lat, log):
-    """``<save_dir>/pruned`` (rank 0 writes), and the latency table beside it for export."""
+    """``<save_dir>/pruned`` (rank 0 writes), and the latency table beside it under its
+    default name, where export_model.py and post_quant.py look for it."""
     from ppdet.engine.checkpoint import channel_plan, save_checkpoint
     os.makedirs(save_dir, exist_ok=True)
     pruned = os.path.join(save_dir, "pruned")
@@ -160,7 +161,8 @@ def _save_pruned(model, save_dir, ratios, lat, log):
     if paddle.distributed.get_rank() == 0:       # the only rank that writes
         if lat is not None:
             import shutil
-            target = os.path.join(save_dir, os.path.basename(lat.path))
+            target = table_path(pruned, lat.key["input_size"], lat.key["threads"],
+                                precision=lat.precision)
             if os.path.abspath(target) != os.path.abspath(lat.path):
                 shutil.copyfile(lat.path, target)
         log(f"pruned model (before fine-tuning): {pruned}")
