@@ -11,8 +11,9 @@
    prediction with its ± and any too-coarse-table warning.
 3. Exports the unpruned model twice and the pruned one, quantizes the three (abs_max on
    random images: timing only), and measures them in interleaved rounds (Paddle Inference,
-   oneDNN INT8, one thread, batch 1, the fastest of each): asked vs measured speed-up, and
-   the unpruned model against itself (this run's noise). Without --weights: random weights
+   oneDNN INT8, one thread, batch 1, the fastest of each): asked vs measured speed-up
+   (against the faster unpruned copy), and the two copies against each other (this run's
+   noise). Without --weights: random weights
    with background-biased prediction convs (as bench/bench_latency.py). Writes
    DIR/int8_target.json.
 """
@@ -101,17 +102,18 @@ def main():
     cfg, size, _, graph = _setup(args)
     table = _table(args, cfg, size, graph)
     ratios, predicted, base, warning = _plan(args, table, graph)
-    b, p, b2 = _measure(args, cfg, size, graph, ratios)
+    b1, p, b2 = _measure(args, cfg, size, graph, ratios)
+    b = min(b1, b2)                  # the unpruned model's two copies: the fastest of both
     got = b / p
-    print(f"| asked | predicted | measured | measured / asked | unpruned vs itself |\n"
+    print(f"| asked | predicted | measured | measured / asked | unpruned copies |\n"
           f"|---|---|---|---|---|\n"
           f"| {args.speedup:.2f}x | {predicted.speedup(base)} | {got:.2f}x ({b:.2f} -> "
           f"{p:.2f} ms) | {got / args.speedup - 1:+.1%} "
           f"({'within' if abs(got / args.speedup - 1) <= 0.10 else 'NOT within'} 10%) | "
-          f"{b2 / b - 1:+.1%} |")
+          f"{b1:.2f} / {b2:.2f} ms ({b2 / b1 - 1:+.1%}) |")
     result = {"config": args.config, "size": size, "asked": args.speedup,
               "predicted_ms": predicted.ms, "predicted_err": predicted.err,
-              "base_pred_ms": base.ms, "measured_base_ms": b, "measured_pruned_ms": p,
+              "base_pred_ms": base.ms, "measured_base_ms": b1, "measured_pruned_ms": p,
               "measured_base2_ms": b2, "measured_speedup": got, "warning": warning,
               "max_counts": args.max_counts, "passes": args.passes, "align": args.align,
               "cpu_features": cpu_features(), "ratios": ratios}
