@@ -1,7 +1,7 @@
 """`prune.py --target_speedup X --precision int8`, measured: asked against measured INT8 speed-up.
 
     python bench/bench_int8_target.py [-c CFG] [--size 320] --out DIR --speedup 1.2 \
-        [--max_counts 8] [--passes 2] [--rounds 8] [--align N] [--no_quiet_gate]
+        [--max_counts 8] [--step 8] [--passes 2] [--rounds 8] [--align N] [--no_quiet_gate]
 
 1. Builds (or resumes) the INT8 latency table in DIR (`latency_table.py --precision int8`:
    every program quantized with a cheap calibration in a child process and timed with the
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def _table(args, cfg, size, graph):
     from ppdet.slim.latency.build import build_table
     path = os.path.join(args.out, f"latency_cpu-onednn-int8_t1_{size[0]}x{size[1]}.json")
-    return build_table(graph, cfg, path, size, max_counts=args.max_counts,
+    return build_table(graph, cfg, path, size, step=args.step, max_counts=args.max_counts,
                        progress=sys.stderr.isatty(), quiet=not args.no_quiet_gate,
                        passes=args.passes, precision="int8")
 
@@ -90,6 +90,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--speedup", type=float, default=1.2)
     parser.add_argument("--max_counts", type=int, default=8)
+    parser.add_argument("--step", type=int, default=8, help="table: multiples of N")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--align", type=int, default=None)
@@ -115,7 +116,7 @@ def main():
               "predicted_ms": predicted.ms, "predicted_err": predicted.err,
               "base_pred_ms": base.ms, "measured_base_ms": b1, "measured_pruned_ms": p,
               "measured_base2_ms": b2, "measured_speedup": got, "warning": warning,
-              "max_counts": args.max_counts, "passes": args.passes, "align": args.align,
+              "max_counts": args.max_counts, "step": args.step, "passes": args.passes, "align": args.align,
               "cpu_features": cpu_features(), "ratios": ratios}
     with open(os.path.join(args.out, "int8_target.json"), "w") as f:
         json.dump(result, f, indent=1)
