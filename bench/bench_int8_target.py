@@ -116,7 +116,8 @@ def main():
               "predicted_ms": predicted.ms, "predicted_err": predicted.err,
               "base_pred_ms": base.ms, "measured_base_ms": b1, "measured_pruned_ms": p,
               "measured_base2_ms": b2, "measured_speedup": got, "warning": warning,
-              "max_counts": args.max_counts, "step": args.step, "passes": args.passes, "align": args.align,
+              "max_counts": args.max_counts, "step": args.step, "passes": args.passes,
+              "align": args.align,
               "cpu_features": cpu_features(), "ratios": ratios}
     with open(os.path.join(args.out, "int8_target.json"), "w") as f:
         json.dump(result, f, indent=1)
