@@ -183,6 +183,11 @@ def test_prune_for_int8_prints_the_prediction_with_its_error(run, capsys):
     line = next(ln for ln in out.splitlines() if ln.startswith("predicted INT8 latency"))
     assert line.count("±") >= 3 and "fit" in line and "noise" in line, line
     assert "too coarse" not in out
+    # b (32 channels) keeps 16: INT8 kernels run counts off multiples of 32 slowly
+    warning = next(ln for ln in out.splitlines() if "multiples of 32" in ln)
+    assert warning.startswith("warning:") and "--align 32" in warning and "--step 32" in warning
+    assert L.int8_alignment_warning({"a": 32, "b": 64}, {"a": 64, "b": 64}) is None
+    assert L.int8_alignment_warning({"a": 40}, {"a": 40}) is None      # not pruned
     assert os.path.isfile(tmp_path / "out" / "yolov3_mobilenet_v1_shapes_pruned" /
                           "pruned.pdparams")
     # the INT8 table travels with the pruned model, under the name post_quant.py looks for

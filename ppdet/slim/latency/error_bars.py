@@ -24,9 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["COARSE_TOL", "Predicted", "fit_residual", "timing_noise", "interpolation_error",
-           "predict_with_error", "coarse_warning", "measured_line"]
+           "predict_with_error", "coarse_warning", "measured_line", "INT8_ALIGN",
+           "int8_alignment_warning"]
 
 COARSE_TOL = 0.05
+
+# oneDNN's INT8 convs ran counts off multiples of 32 slowly here: full width, 320 px, every
+# group at its size - 8 measured 17% SLOWER than unpruned; with every count a multiple of 32
+# the latency target was met within 3% (bench/HISTORY.md, "INT8 latency target")
+INT8_ALIGN = 32
 
 
 @dataclass
@@ -133,3 +139,16 @@ def measured_line(predicted, measured_ms, table):
     inside = "within" if abs(predicted.ms - measured_ms) <= predicted.err else "OUTSIDE"
     return (f"{table.precision.upper()} latency: measured {measured_ms:.2f} ms, predicted "
             f"{predicted} by {table.path} ({off:+.1%}, {inside} its ±; {predicted.detail()})")
+
+
+def int8_alignment_warning(kept, sizes, align=INT8_ALIGN):
+    """One warning line when an INT8 plan keeps counts that are not multiples of ``align``
+    (in groups whose size is one), naming the fix; None otherwise."""
+    odd = [g for g, k in kept.items() if k < sizes.get(g, 0) and sizes[g] % align == 0
+           and k % align]
+    if not odd:
+        return None
+    return (f"warning: {len(odd)} pruned groups keep channel counts that are not multiples "
+            f"of {align} (e.g. {odd[0]}: {kept[odd[0]]}); oneDNN's INT8 convs ran such "
+            f"counts slower than the unpruned model here: build the table with --step "
+            f"{align} and prune with --align {align}")

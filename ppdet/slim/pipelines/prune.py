@@ -140,15 +140,22 @@ def _with_error(lat, graph, ratios):
 def _log_predicted(graph, ratios, lat, log, target_ms=None):
     """The latency the plan is predicted to run at, as the searches predict it, with the
     error it can carry; a warning when the table is too coarse for ``target_ms``."""
-    from ppdet.slim.latency.error_bars import coarse_warning, predict_with_error
+    from ppdet.slim.latency.error_bars import (
+        coarse_warning,
+        int8_alignment_warning,
+        predict_with_error,
+    )
     steady = latency_search.steady(lat)
     base, ms = predict_with_error(steady, {}), _with_error(lat, graph, ratios)
     log(f"predicted {lat.precision.upper()} latency {ms} (unpruned {base}, "
         f"{ms.speedup(base)}) on {lat.key['device']}, {lat.key['threads']} thread(s), "
         f"{'x'.join(map(str, lat.key['input_size']))} px; {ms.detail()}")
-    warning = coarse_warning(steady, _kept(graph, ratios, lat), target_ms, ms)
-    if warning:
-        log(warning)
+    kept = _kept(graph, ratios, lat)
+    for warning in (coarse_warning(steady, kept, target_ms, ms),
+                    int8_alignment_warning(kept, lat.sizes) if lat.precision == "int8"
+                    else None):
+        if warning:
+            log(warning)
 
 
 def _save_pruned(model, save_dir, ratios, lat, log):
