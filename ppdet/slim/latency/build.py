@@ -14,6 +14,7 @@ from ppdet.slim.latency.gate import quiet_gate
 from ppdet.slim.latency.specs import _input_shapes, group_specs
 from ppdet.slim.latency.table import LatencyTable, counts_for, target_key
 from ppdet.slim.latency.timing import (
+    OVERHEAD_SPEC,
     STAT,
     Int8Pieces,
     _forget_stale_traces,
@@ -248,7 +249,9 @@ class _EntryTimer:
 
     def prepare(self, todo):
         """INT8: quantize the programs of ``[(pass, a, b)]`` in one child process."""
-        self.int8.prepare([spec for _, a, b in todo for spec in self._specs(a, b).values()])
+        extra = [OVERHEAD_SPEC] if self.overhead is None else []    # one child for all
+        self.int8.prepare(extra + [spec for _, a, b in todo
+                                   for spec in self._specs(a, b).values()])
 
     def one(self, spec):
         """The conv's own time, without the run overhead."""
