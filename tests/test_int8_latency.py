@@ -130,6 +130,8 @@ def test_prediction_error_parts(graph):
     on = L.predict_with_error(table, {a.key: 32, b.key: 16})
     assert on.interpolation == 0 and on.err == pytest.approx(on.fit + on.noise)
     assert on.fit == pytest.approx(fit * on.ms)
+    unpruned = L.predict_with_error(table, {})                  # measured: noise only
+    assert unpruned.fit == unpruned.interpolation == 0 and unpruned.noise > 0
     _, _, coarse = _table(graph, {a.key: [8, 56], b.key: [8, 24]})
     mid = L.predict_with_error(coarse, {a.key: 32, b.key: 16})
     step_a = abs(coarse.predict({a.key: 8, b.key: 16}) - mid.ms)

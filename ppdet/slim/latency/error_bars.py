@@ -7,6 +7,7 @@ added: a bound, not a standard deviation):
   calibration plans, every group at about 75, 50 and 25% width): the largest relative
   miss, times the prediction. The fit goes through the unpruned point and the median slope,
   so it misses the other calibration plans by what the one-line model cannot explain.
+  Zero for the unpruned model (measured, and the fit goes through it).
 - ``interpolation``: for every group whose count lies between two measured counts, how far
   the whole model could be from the line between them if its time only grows with the
   count: the larger of the two distances from the prediction to the neighbours'
@@ -109,8 +110,10 @@ def predict_with_error(table, kept):
     """:class:`Predicted` of ``kept`` (``{group: count}``) on ``table`` (the one that
     predicts: the searches' steady one, or the raw one)."""
     ms = table.predict(kept)
-    return Predicted(ms, fit_residual(table) * ms, interpolation_error(table, kept),
-                     timing_noise(table) * ms)
+    pruned = any(int(k) != table.sizes.get(g) for g, k in kept.items())
+    # the unpruned model is measured, and the fit goes through it: only noise is left there
+    return Predicted(ms, fit_residual(table) * ms if pruned else 0.0,
+                     interpolation_error(table, kept), timing_noise(table) * ms)
 
 
 def coarse_warning(table, kept, target_ms, predicted=None):
