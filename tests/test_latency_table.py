@@ -62,7 +62,8 @@ def test_table_resumes_after_a_kill_and_is_exact_on_its_points(setup, tmp_path):
             assert all(table.entries[g][k][u] <= ms for u, ms in pieces.items())
     assert table.complete and table.full_ms > 0 and table.scale > 0
     # whole model: unpruned first, then uniform plans at table counts, all measured
-    assert table.calib[0] == {"plan": {}, "ms": table.full_ms}
+    assert table.calib[0]["plan"] == {} and table.calib[0]["ms"] == table.full_ms
+    assert all(min(c["rounds"]) == pytest.approx(c["ms"], abs=1e-4) for c in table.calib)
     assert [c["plan"] for c in table.calib[1:]] == L.calibration_plans(table)
     for c in table.calib[1:]:
         assert all(table.has(g, k) for g, k in c["plan"].items()) and c["ms"] > 0

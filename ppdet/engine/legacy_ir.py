@@ -20,7 +20,7 @@ from ppdet.core.errors import ConfigError, UserError
 
 __all__ = ["ALGOS", "PRECISIONS", "PIR_FLAG", "child_env", "pir_disabled", "quantize",
            "configure_predictor", "read_program", "conv_weight_shapes", "quantized_ops",
-           "QUANT_OPS"]
+           "QUANT_OPS", "quantize_programs"]
 
 # PostTrainingQuantization's algorithm names
 ALGOS = ("hist", "KL", "avg", "mse", "abs_max")
@@ -163,3 +163,50 @@ def quantized_ops(model_dir):
             if src is not None and src.type() in QUANT_OPS:
                 convs.append(src.input("X")[0])
     return convs, counts
+
+
+# --- quantizing many programs for timing, in one child process -----------------------------
+def quantize_programs(jobs, algo="abs_max"):
+    """Quantize each job's legacy program in ONE child process (PIR off there; this
+    process is never switched): ``jobs`` is ``[{"fp32_dir", "out_dir", "calib" (an .npz of
+    feeds, first axis = samples), "batch_size"}]``. For latency tables: only the INT8
+    program's speed matters, so a cheap calibration (``abs_max``, a batch or two of the
+    timing inputs) is enough. Raises RuntimeError with the child's last output on failure."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from ppdet.engine.builder import REPO_ROOT
+    if not jobs:
+        return 0
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"algo": algo, "jobs": list(jobs)}, f)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ppdet.engine.legacy_ir", f.name],
+                              env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"quantizing {len(jobs)} programs for timing failed (exit "
+                           f"{proc.returncode}):\n{proc.stderr[-3000:]}")
+    return len(jobs)
+
+
+def _quantize_jobs(path):
+    """The child's side of :func:`quantize_programs`."""
+    import json
+    with open(path) as f:
+        spec = json.load(f)
+    for job in spec["jobs"]:
+        with np.load(job["calib"]) as data:
+            calib = {k: data[k] for k in data.files}
+        quantize(job["fp32_dir"], job["out_dir"], calib, spec["algo"],
+                 int(job.get("batch_size", 1)))
+
+
+if __name__ == "__main__":
+    import sys
+    _quantize_jobs(sys.argv[1])

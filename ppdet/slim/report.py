@@ -42,12 +42,14 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
     from ppdet.slim.latency.table import predicted_latency
-    predicted, _ = predicted_latency(cfg, model, latency_threads)
+    predicted, _ = predicted_latency(cfg, model, latency_threads, with_error=True)
     return {"mAP": result["mAP"] * 100, "metric": metric.headline,
             "params": count_params(model) / 1e6,
             "flops": count_flops(model, size) / 1e6, "size": mb,
             "latency": measure_latency(out, size, use_mkldnn=True, threads=latency_threads),
-            "predicted": predicted, "teacher": teacher_of(meta)}
+            "predicted": None if predicted is None else predicted.ms,
+            "predicted_err": None if predicted is None else predicted.err,
+            "teacher": teacher_of(meta)}
 
 
 def teacher_of(meta):
@@ -60,7 +62,10 @@ def teacher_of(meta):
 
 
 def _predicted(r):
-    return "-" if r.get("predicted") is None else f"{r['predicted']:.2f}"
+    if r.get("predicted") is None:
+        return "-"
+    err = r.get("predicted_err")
+    return f"{r['predicted']:.2f}" + ("" if err is None else f" ± {err:.2f}")
 
 
 def _metric_label(row):

@@ -12,6 +12,9 @@
     python slim/prune/prune.py -c CFG -o weights=W --sensitivities_file s.data \
         --target_speedup 1.5
     python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_latency 3.0
+    # for the INT8 model that will run (table from latency_table.py --precision int8)
+    python slim/prune/prune.py -c CFG -o weights=W --pruned_params "*" --target_speedup 1.5 \
+        --precision int8
 
     # fine-tune under a teacher: the unpruned model (--distill), or another detector
     python slim/prune/prune.py -c CFG -o weights=W -p "yolo_block.*" --pruned_ratios 0.5 --distill
@@ -57,6 +60,8 @@ def main(argv=None):
                         help="table of slim/prune/latency_table.py (default: beside weights)")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads the latency table was measured with")
+    parser.add_argument("--precision", default="fp32",
+                        help="fp32 or int8: the deployment (and latency table) to prune for")
     parser.add_argument("--criterion", "--prune_criterion", default="l1_norm",
                         choices=list(CRITERIA))
     parser.add_argument("--idx_selector", default="default",

@@ -11,6 +11,9 @@ Paddle Inference, side by side. With --sensitivities_file F it first measures (o
 each conv's quantization sensitivity into F; --max_loss L then keeps in FP32 the fewest
 convs (largest gain first) for an INT8 mAP at most L points below FP32. Run the result with
 deploy/python/infer.py: INT8 needs oneDNN, and the predictor switches its INT8 mode on.
+With an INT8 latency table beside the weights (``prune.py --precision int8`` copies it to
+the pruned run's folder) it also prints the INT8 model's measured latency next to the
+table's prediction.
 """
 import os
 import sys
@@ -72,7 +75,27 @@ def main(argv=None):
               f"| FP32 (predictor) | {result.fp32_map:.2f} |\n"
               f"| INT8 (predictor) | {result.int8_map:.2f} "
               f"({result.int8_map - result.fp32_map:+.2f}) |")
+    _int8_latency(cfg, result.out_dir, args.cpu_threads)
     return result
+
+
+def _int8_latency(cfg, model_dir, threads):
+    """With an INT8 latency table beside the weights (``prune.py --precision int8`` copies
+    it there): the INT8 model's latency measured next to the table's prediction."""
+    from ppdet.engine.builder import build_model
+    from ppdet.engine.checkpoint import load_weights
+    from ppdet.slim.latency.table import predicted_latency
+    model = build_model(cfg)
+    load_weights(model, cfg.get("weights"))
+    predicted, table = predicted_latency(cfg, model, threads, "int8", with_error=True)
+    if predicted is None:
+        return
+    from ppdet.engine.latency import measure_latency
+    from ppdet.slim.latency.error_bars import measured_line
+    from ppdet.slim.latency.timing import STAT
+    ms = measure_latency(model_dir, table.key["input_size"], threads=table.key["threads"],
+                         stat=STAT)
+    print(measured_line(predicted, ms, table))
 
 
 if __name__ == "__main__":

@@ -109,15 +109,17 @@ def _cost_table(args, ratios, costs=None):
     costs = costs or Costs(graph, image_size_for(cfg, "eval"))
     known = {n: r for n, r in ratios.items() if graph.has(n)}
     removed = removed_for_ratios(graph, known)
+    from ppdet.slim.latency.error_bars import predict_with_error
     table = load_latency_table(cfg, graph)
     f0, f1 = costs.flops(), costs.flops(removed)
-    rows = [("unpruned", f0, table.predict({}) if table else None),
-            ("proposed", f1, table.predict({k: graph.group(k).size - v
-                                            for k, v in removed.items()}) if table else None)]
+    rows = [("unpruned", f0, predict_with_error(table, {}) if table else None),
+            ("proposed", f1, predict_with_error(table, {k: graph.group(k).size - v
+                                                        for k, v in removed.items()})
+             if table else None)]
     lines = ["| ratios | FLOPs (M) | predicted latency (ms) |", "|---|---|---|"]
     for label, f, ms in rows:
         lat = "- (no latency table)" if ms is None else \
-            f"{ms:.2f} ({rows[0][2] / ms:.2f}x)"
+            f"{ms} ({rows[0][2].ms / ms.ms:.2f}x)"
         lines.append(f"| {label} | {f / 1e6:.1f} ({f / f0 - 1:+.0%}) | {lat} |")
     return "\n".join(lines)
 

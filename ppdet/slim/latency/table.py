@@ -31,10 +31,12 @@ interpolated linearly per conv, below the smallest measured count extrapolated. 
 modelled: cache effects between layers and the layers' own overheads in a bigger program;
 bench/bench_latency.py measures how far the model goes.
 
-The table is a JSON file beside the model, keyed by device, threads, input size and the
-config's structure (a digest of the groups and conv shapes); one from another key is
-refused with one line. Building is resumable: each entry is written as it is measured,
-under the lock the sensitivities file uses, atomically (temp + fsync + rename).
+The table is a JSON file beside the model, keyed by device, threads, input size, precision
+(``fp32``, or ``int8``: every program timed is quantized and run with the INT8 predictor
+config) and the config's structure (a digest of the groups and conv shapes); one from
+another key is refused with one line. The key also records the CPU's INT8 features.
+Building is resumable: each entry is written as it is measured, under the lock the
+sensitivities file uses, atomically (temp + fsync + rename).
 """
 import hashlib
 import json
@@ -46,9 +48,9 @@ import numpy as np
 from ppdet.core.errors import UserError
 from ppdet.utils.atomic import atomic_write_bytes
 
-__all__ = ["FORMAT", "OLD_FORMATS", "LatencyTableError", "device_name", "structure_digest",
-           "target_key", "table_path", "counts_for", "LatencyTable", "load_latency_table",
-           "predicted_latency"]
+__all__ = ["FORMAT", "OLD_FORMATS", "PRECISIONS", "LatencyTableError", "device_name",
+           "structure_digest", "target_key", "key_precision", "table_precision", "table_path",
+           "counts_for", "LatencyTable", "load_latency_table", "predicted_latency"]
 
 
 FORMAT = "ppdet-latency/2"
@@ -84,16 +86,38 @@ def structure_digest(graph):
     return h.hexdigest()[:16]
 
 
-def target_key(graph, image_size, threads=1, use_mkldnn=True, config=""):
+PRECISIONS = ("fp32", "int8")
+
+
+def target_key(graph, image_size, threads=1, use_mkldnn=True, config="", precision="fp32"):
+    """What a table was measured for; ``cpu_features`` (the INT8-relevant flags) is
+    recorded, not checked (``device`` names the CPU already)."""
+    from ppdet.engine.cpu_features import cpu_features
     return {"config": os.path.basename(str(config)), "structure": structure_digest(graph),
             "device": device_name(use_mkldnn), "threads": int(threads),
-            "input_size": [int(image_size[0]), int(image_size[1])]}
+            "input_size": [int(image_size[0]), int(image_size[1])],
+            "precision": str(precision), "cpu_features": cpu_features()}
 
 
-def table_path(weights, image_size, threads=1, use_mkldnn=True):
-    """``<weights folder>/latency_<cpu|cpu-onednn>_t<N>_<H>x<W>.json``."""
+def key_precision(key):
+    """A key's precision; tables from before precisions were recorded are FP32."""
+    return (key or {}).get("precision", "fp32")
+
+
+def table_precision(path):
+    """The precision a table file records (fp32 for one that records none, or that cannot
+    be read: loading it says what is wrong)."""
+    try:
+        with open(path) as f:
+            return key_precision(json.load(f).get("key"))
+    except (OSError, ValueError, AttributeError):
+        return "fp32"
+
+
+def table_path(weights, image_size, threads=1, use_mkldnn=True, precision="fp32"):
+    """``<weights folder>/latency_<cpu|cpu-onednn>[-int8]_t<N>_<H>x<W>.json``."""
     folder = os.path.dirname(os.path.abspath(str(weights))) if weights else "output"
-    dev = "cpu-onednn" if use_mkldnn else "cpu"
+    dev = ("cpu-onednn" if use_mkldnn else "cpu") + ("-int8" if precision == "int8" else "")
     return os.path.join(folder, f"latency_{dev}_t{threads}_{image_size[0]}x{image_size[1]}"
                                 f".json")
 
@@ -164,7 +188,17 @@ class LatencyTable:
             table.check(key)
         return table
 
+    @property
+    def precision(self):
+        return key_precision(self.key)
+
     def check(self, key):
+        have, want = self.precision, key_precision(key)
+        if have != want:
+            raise LatencyTableError(
+                f"{self.path}: latency table measured in {have.upper()}, {want.upper()} "
+                f"asked: pass --precision {have} to use it, or build a {want} table with "
+                f"slim/prune/latency_table.py --precision {want}")
         for field in ("structure", "device", "threads", "input_size"):
             if self.key.get(field) != key.get(field):
                 what = "config (model structure)" if field == "structure" else field
@@ -286,21 +320,23 @@ class LatencyTable:
         atomic_write_bytes(self.path, json.dumps(self.to_json(), indent=1).encode())
 
 
-def load_latency_table(cfg, graph, path=None, threads=1, required=False):
-    """The latency table of this config (default: beside its weights, for its test size and
-    ``threads``), checked against the model and target; None when absent and not
-    ``required`` (then a one-line error says how to build it)."""
+def load_latency_table(cfg, graph, path=None, threads=1, required=False, precision="fp32"):
+    """The latency table of this config (default: beside its weights, for its test size,
+    ``threads`` and ``precision``), checked against the model and target; None when absent
+    and not ``required`` (then a one-line error says how to build it)."""
     from ppdet.engine.builder import image_size_for
     size = image_size_for(cfg, "test")
-    path = path or table_path(cfg.get("weights"), size, threads)
+    path = path or table_path(cfg.get("weights"), size, threads, precision=precision)
     if not os.path.isfile(path):
         if required:
             raise UserError(f"no latency table at {path}: build it with python "
                             f"slim/prune/latency_table.py -c CONFIG"
-                            f" -o weights={cfg.get('weights')} --threads {threads}")
+                            f" -o weights={cfg.get('weights')} --threads {threads}"
+                            + (f" --precision {precision}" if precision != "fp32" else ""))
         return None
     try:
-        table = LatencyTable.load(path, target_key(graph, size, threads))
+        table = LatencyTable.load(path, target_key(graph, size, threads,
+                                                   precision=precision))
     except UserError:
         if required:
             raise
@@ -313,17 +349,21 @@ def load_latency_table(cfg, graph, path=None, threads=1, required=False):
     return table
 
 
-def predicted_latency(cfg, model, threads=1):
+def predicted_latency(cfg, model, threads=1, precision="fp32", with_error=False):
     """``(predicted ms, table)`` of ``model`` (pruned or not) from the config's latency
-    table, or ``(None, None)`` without one: kept counts are read off the model's master
-    convs, on the graph of the unpruned model."""
+    table of ``precision``, or ``(None, None)`` without one: kept counts are read off the
+    model's master convs, on the graph of the unpruned model. ``with_error``: the
+    prediction as a :class:`~ppdet.slim.latency.error_bars.Predicted` (ms ± error)."""
     from ppdet.engine.builder import build_model
     from ppdet.slim.prune.graph import PruneGraph
     graph = PruneGraph.of(build_model(cfg))
-    table = load_latency_table(cfg, graph, threads=threads)
+    table = load_latency_table(cfg, graph, threads=threads, precision=precision)
     if table is None:
         return None, None
     layers = dict(model.named_sublayers())
     kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
             if g.key in layers and g.key in table.sizes}
+    if with_error:
+        from ppdet.slim.latency.error_bars import predict_with_error
+        return predict_with_error(table, kept), table
     return table.predict(kept), table

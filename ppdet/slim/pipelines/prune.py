@@ -12,7 +12,7 @@ import paddle
 
 from ppdet.core.errors import UserError
 from ppdet.slim.latency import search as latency_search
-from ppdet.slim.latency.table import load_latency_table
+from ppdet.slim.latency.table import load_latency_table, table_path
 from ppdet.slim.prune import search as flops_search
 from ppdet.slim.prune.costs import Costs
 from ppdet.slim.prune.graph import PruneGraph
@@ -61,7 +61,7 @@ def _from_sensitivities(model, image_size, req, graph, table, target_ms):
         ratios, ms, lost = _searched(latency_search.ratios_for_latency, table, graph, sens,
                                      target_ms)
         return ratios, f"least summed loss ({lost:.4f}) within {target_ms:.2f} ms " \
-            f"(predicted {ms:.2f} ms)"
+            f"(predicted {_with_error(table, graph, ratios)})"
     threshold, ratios, got = _searched(flops_search.loss_for_flops, Costs(graph, image_size),
                                        sens, req.target_flops)
     return ratios, f"loss threshold {threshold:.4f} for {got:.1%} fewer FLOPs"
@@ -101,9 +101,10 @@ def choose_ratios(model, image_size, req, pruner=None, log=print, table=None, ta
         names = [n for n in select_params(model, req.pruned_params) if graph.has(n)]
         ratio, ratios, ms = _searched(latency_search.uniform_ratio_for_latency, table, graph,
                                       names, target_ms, align=req.align)
+        pm = _with_error(table, graph, ratios)
         log(f"uniform filter ratio {ratio:g} for {len(names)} convs, each count snapped to "
-            f"a measured fast one: predicted {ms:.2f} ms (target {target_ms:.2f} ms)")
-        return ratios, f"uniform ratio {ratio:g} snapped to fast counts for {ms:.2f} ms"
+            f"a measured fast one: predicted {pm} (target {target_ms:.2f} ms)")
+        return ratios, f"uniform ratio {ratio:g} snapped to fast counts for {pm}"
     if req.target_ratio is not None:
         return _uniform_for_flops(model, image_size, req, graph, log)
     if req.pruned_ratios is None:
@@ -126,19 +127,42 @@ class PruneResult:
     epoch_seconds: list = None          # wall time of each fine-tuning epoch
 
 
-def _log_predicted(graph, ratios, lat, log):
-    """The latency the plan is predicted to run at, as the searches predict it."""
+def _kept(graph, ratios, lat):
     from ppdet.slim.prune.costs import removed_for_ratios
     removed = removed_for_ratios(graph, ratios)
-    kept = {k: graph.group(k).size - v for k, v in removed.items() if k in lat.sizes}
-    base, ms = lat.predict({}), latency_search.steady(lat).predict(kept)
-    log(f"predicted latency {ms:.2f} ms (unpruned {base:.2f} ms, {base / ms:.2f}x) on "
-        f"{lat.key['device']}, {lat.key['threads']} thread(s), "
-        f"{'x'.join(map(str, lat.key['input_size']))} px")
+    return {k: graph.group(k).size - v for k, v in removed.items() if k in lat.sizes}
+
+
+def _with_error(lat, graph, ratios):
+    """The plan's prediction on the steady table, with the error it can carry."""
+    from ppdet.slim.latency.error_bars import predict_with_error
+    return predict_with_error(latency_search.steady(lat), _kept(graph, ratios, lat))
+
+
+def _log_predicted(graph, ratios, lat, log, target_ms=None):
+    """The latency the plan is predicted to run at, as the searches predict it, with the
+    error it can carry; a warning when the table is too coarse for ``target_ms``."""
+    from ppdet.slim.latency.error_bars import (
+        coarse_warning,
+        int8_alignment_warning,
+        predict_with_error,
+    )
+    steady = latency_search.steady(lat)
+    base, ms = predict_with_error(steady, {}), _with_error(lat, graph, ratios)
+    log(f"predicted {lat.precision.upper()} latency {ms} (unpruned {base}, "
+        f"{ms.speedup(base)}) on {lat.key['device']}, {lat.key['threads']} thread(s), "
+        f"{'x'.join(map(str, lat.key['input_size']))} px; {ms.detail()}")
+    kept = _kept(graph, ratios, lat)
+    for warning in (coarse_warning(steady, kept, target_ms, ms),
+                    int8_alignment_warning(kept, lat.sizes) if lat.precision == "int8"
+                    else None):
+        if warning:
+            log(warning)
 
 
 def _save_pruned(model, save_dir, ratios, lat, log):
-    """``<save_dir>/pruned`` (rank 0 writes), and the latency table beside it for export."""
+    """``<save_dir>/pruned`` (rank 0 writes), and the latency table beside it under its
+    default name, where export_model.py and post_quant.py look for it."""
     from ppdet.engine.checkpoint import channel_plan, save_checkpoint
     os.makedirs(save_dir, exist_ok=True)
     pruned = os.path.join(save_dir, "pruned")
@@ -146,7 +170,8 @@ def _save_pruned(model, save_dir, ratios, lat, log):
     if paddle.distributed.get_rank() == 0:       # the only rank that writes
         if lat is not None:
             import shutil
-            target = os.path.join(save_dir, os.path.basename(lat.path))
+            target = table_path(pruned, lat.key["input_size"], lat.key["threads"],
+                                precision=lat.precision)
             if os.path.abspath(target) != os.path.abspath(lat.path):
                 shutil.copyfile(lat.path, target)
         log(f"pruned model (before fine-tuning): {pruned}")
@@ -176,7 +201,7 @@ def prune_and_finetune(cfg, req, log=print):
     hooks = distillation_hooks(spec_from_args(req, cfg.get("weights")), cfg, model)
     pruner = FilterPruner(model, req.criterion, req.idx_selector)
     lat = load_latency_table(cfg, pruner.graph, req.latency_table, req.threads,
-                             required=req.wants_latency)
+                             required=req.wants_latency, precision=req.precision)
     target_ms = _searched(latency_search.latency_target, lat, req.target_latency,
                           req.target_speedup) if req.wants_latency else None
     ratios, how = choose_ratios(model, size, req, pruner=pruner, log=log, table=lat,
@@ -185,7 +210,7 @@ def prune_and_finetune(cfg, req, log=print):
     if not ratios:
         raise UserError("nothing to prune with these settings")
     if lat is not None:
-        _log_predicted(pruner.graph, ratios, lat, log)
+        _log_predicted(pruner.graph, ratios, lat, log, target_ms)
     flops0, params0 = count_flops(model, size), count_params(model)
     kept = prune_model(model, ratios, pruner=pruner)
     flops1, params1 = count_flops(model, size), count_params(model)

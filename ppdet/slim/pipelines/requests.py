@@ -111,6 +111,7 @@ class PruneRequest(_Request):
     target_speedup: Optional[float] = None
     latency_table: Optional[str] = None
     threads: int = 1
+    precision: str = "fp32"            # the latency table's (and deployment's) precision
     criterion: str = "l1_norm"
     idx_selector: str = "default"
     align: Optional[int] = None
@@ -151,9 +152,26 @@ class PruneRequest(_Request):
                             f"{self.latency_table}")
         if self.sensitivities_file and not os.path.isfile(self.sensitivities_file):
             raise UserError(f"sensitivities file not found: {self.sensitivities_file}")
+        _check_precision(self.precision, self.wants_latency, self.latency_table)
         check_distill_args(flags, resume=self.resume_checkpoint, finetune=self.finetune,
                            finetune_hint="drop --no_finetune")
         return self
+
+
+def _check_precision(precision, wants_latency, table_file):
+    """``--precision``: a known one, only with a latency target, and the table's own."""
+    from ppdet.slim.latency.table import PRECISIONS, table_precision
+    if precision not in PRECISIONS:
+        raise UserError(f"--precision {precision} is not one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and not wants_latency:
+        raise UserError(f"--precision {precision} says which latency table to prune for: "
+                        f"give it with --target_speedup or --target_latency")
+    have = table_precision(table_file) if table_file else precision
+    if have != precision:
+        raise UserError(f"--latency_table {table_file} was measured in {have.upper()}, "
+                        f"--precision {precision} asked: pass --precision {have}, or build "
+                        f"a {precision} table with slim/prune/latency_table.py --precision "
+                        f"{precision}")
 
 
 @dataclass
@@ -205,8 +223,19 @@ class LatencyTableRequest(_Request):
     repeats: int = 30
     passes: Optional[int] = None
     output: Optional[str] = None
+    precision: str = "fp32"            # int8: entries timed on the quantized program
 
     def check(self):
+        from ppdet.slim.latency.table import PRECISIONS, table_precision
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision {self.precision} is not one of "
+                            f"{', '.join(PRECISIONS)}")
+        have = table_precision(self.output) if self.output and os.path.isfile(
+            self.output) else self.precision
+        if have != self.precision:
+            raise UserError(f"--output {self.output} is a {have.upper()} latency table, "
+                            f"--precision {self.precision} asked: pass --precision {have} "
+                            f"to go on with it, or give another --output")
         check_range("--threads", self.threads, 1, integer=True)
         check_range("--step", self.step, 1, integer=True)
         check_range("--repeats", self.repeats, 1, integer=True)
