@@ -71,16 +71,8 @@ def main(argv=None):
               f"head output values (max relative difference {result.head_diff:.1e}), "
               f"{boxes} boxes, max relative box difference {box_err:.1e}, max score "
               f"difference {score_err:.1e}")
-    from ppdet.slim.latency.table import predicted_latency
-    predicted, table = predicted_latency(cfg, model, with_error=True)
-    if predicted is not None:           # a latency table for this config: check it
-        from ppdet.engine.latency import measure_latency
-        from ppdet.slim.latency.error_bars import measured_line
-        from ppdet.slim.latency.timing import STAT
-        ms = measure_latency(out, table.key["input_size"], threads=table.key["threads"],
-                             stat=STAT)
-        print(measured_line(predicted, ms, table))
-
+    from ppdet.slim.pipelines import check_exported_latency
+    check_exported_latency(cfg, model, out)     # a latency table for this config: check it
 
 if __name__ == "__main__":
     main()

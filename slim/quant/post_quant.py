@@ -75,27 +75,11 @@ def main(argv=None):
               f"| FP32 (predictor) | {result.fp32_map:.2f} |\n"
               f"| INT8 (predictor) | {result.int8_map:.2f} "
               f"({result.int8_map - result.fp32_map:+.2f}) |")
-    _int8_latency(cfg, result.out_dir, args.cpu_threads)
+    # an INT8 latency table beside the weights (prune.py --precision int8 copies it there):
+    # the INT8 model measured beside the table's prediction
+    from ppdet.slim.pipelines import check_exported_latency
+    check_exported_latency(cfg, None, result.out_dir, args.cpu_threads, "int8")
     return result
-
-
-def _int8_latency(cfg, model_dir, threads):
-    """With an INT8 latency table beside the weights (``prune.py --precision int8`` copies
-    it there): the INT8 model's latency measured next to the table's prediction."""
-    from ppdet.engine.builder import build_model
-    from ppdet.engine.checkpoint import load_weights
-    from ppdet.slim.latency.table import predicted_latency
-    model = build_model(cfg)
-    load_weights(model, cfg.get("weights"))
-    predicted, table = predicted_latency(cfg, model, threads, "int8", with_error=True)
-    if predicted is None:
-        return
-    from ppdet.engine.latency import measure_latency
-    from ppdet.slim.latency.error_bars import measured_line
-    from ppdet.slim.latency.timing import STAT
-    ms = measure_latency(model_dir, table.key["input_size"], threads=table.key["threads"],
-                         stat=STAT)
-    print(measured_line(predicted, ms, table))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ _API = {
     "SlimResult": "slimming",
     "analyse_sensitivity": "sensitivity",
     "build_latency_table": "latency",
+    "check_exported_latency": "latency",
     "choose_ratios": "prune",
     "from_args": "requests",
     "print_params": "sensitivity",

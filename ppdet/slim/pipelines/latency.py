@@ -3,7 +3,7 @@ from ppdet.slim.latency.build import build_table
 from ppdet.slim.latency.table import table_path
 from ppdet.slim.prune.graph import PruneGraph
 
-__all__ = ["build_latency_table"]
+__all__ = ["build_latency_table", "check_exported_latency"]
 
 
 def build_latency_table(cfg, req, log=print):
@@ -28,3 +28,26 @@ def build_latency_table(cfg, req, log=print):
         f"{table.full_ms:.2f} ms at {size[0]}x{size[1]}, {req.threads} thread(s); "
         f"predictions carry {predict_with_error(table, {}).detail()} unpruned")
     return table
+
+
+def check_exported_latency(cfg, model, model_dir, threads=1, precision="fp32", log=print):
+    """With a latency table of ``precision`` for this config: measure the exported model in
+    ``model_dir`` and print it beside the table's prediction for ``model`` (the check that
+    the table still tells the truth). ``model`` None: the config's weights, built here.
+    Returns the measured ms, or None without a table."""
+    from ppdet.slim.latency.table import predicted_latency
+    if model is None:
+        from ppdet.engine.builder import build_model
+        from ppdet.engine.checkpoint import load_weights
+        model = build_model(cfg)
+        load_weights(model, cfg.get("weights"))
+    predicted, table = predicted_latency(cfg, model, threads, precision, with_error=True)
+    if predicted is None:
+        return None
+    from ppdet.engine.latency import measure_latency
+    from ppdet.slim.latency.error_bars import measured_line
+    from ppdet.slim.latency.timing import STAT
+    ms = measure_latency(model_dir, table.key["input_size"], threads=table.key["threads"],
+                         stat=STAT)
+    log(measured_line(predicted, ms, table))
+    return ms
