@@ -4,11 +4,15 @@ compare, the masked-evaluation set-up, and the one-line-error check of the bad-i
 import hashlib
 import importlib.util
 import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import paddle
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPES_CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 
 
 def moderate_bn(rng, n):
@@ -105,3 +109,35 @@ def assert_unchanged(before, after):
     assert {p: h for p, h in after.items() if p in before} == before
     new = [p for p in after if p not in before and not p.endswith(".lock")]
     assert not new, new
+
+
+def assert_same_checkpoint(path_a, path_b):
+    """Two ``.pdparams`` hold the same tensors (float tolerance), the metadata aside;
+    returns both loaded, for the caller's checks of the metadata."""
+    from ppdet.engine import checkpoint as ckpt
+    a, b = paddle.load(str(path_a)), paddle.load(str(path_b))
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != ckpt.META_KEY:
+            np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-5,
+                                       atol=1e-6, err_msg=key)
+    return a, b
+
+
+def launch_ddp_checksum(tmp_path, opts, env=None, config=SHAPES_CFG):
+    """tests/scripts/ddp_checksum.py on 2 CPU processes through paddle.distributed.launch.
+    Returns the workers' logs and ``{rank: (checksum, steps)}``; fails with every log's
+    tail when the launch fails."""
+    env = dict(os.environ, DDP_SAVE=str(tmp_path / "out"), **(env or {}))
+    r = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node",
+                        "2", "--log_dir", str(tmp_path / "log"),
+                        os.path.join(ROOT, "tests/scripts/ddp_checksum.py"), config, *opts,
+                        "save_dir=" + str(tmp_path / "out")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    logs = "".join(open(tmp_path / "log" / f).read() for f in sorted(os.listdir(tmp_path / "log"))
+                   if f.startswith("workerlog"))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + logs[-2000:]
+    found = {rank: (checksum, steps) for rank, checksum, steps in
+             re.findall(r"rank (\d)/2 checksum ([\d.]+) steps (\d+)", logs)}
+    assert set(found) == {"0", "1"}, logs[-2000:]
+    return logs, found

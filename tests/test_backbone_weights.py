@@ -5,11 +5,11 @@ layouts of the full models (filled with values computed from each key, as the ge
 with the package's features on a fixed input)."""
 import json
 import os
-import zlib
 
 import numpy as np
 import paddle
 import pytest
+from helpers import script
 
 from ppdet.core.config import load_config
 from ppdet.engine import checkpoint as ckpt
@@ -24,16 +24,8 @@ FIX = os.path.join(ROOT, "tests", "fixtures", "weights")
 
 
 def _keyed_values(key, shape):
-    """tools/dev/make_backbone_fixtures.py's ``keyed_values``."""
-    rng = np.random.RandomState(zlib.crc32(key.encode()) & 0x7FFFFFFF)
-    if key.endswith("_variance"):
-        return rng.uniform(0.5, 1.5, shape).astype("float32")
-    if key.endswith("_mean"):
-        return rng.normal(0, 0.1, shape).astype("float32")
-    if len(shape) == 4:
-        return rng.normal(0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape).astype("float32")
-    return (rng.normal(0, 0.1, shape) + (1.0 if key.endswith(".weight") else 0.0)) \
-        .astype("float32")
+    """The values the fixture generator gave each key (tools/dev/make_weight_fixtures.py)."""
+    return script("tools/dev/make_weight_fixtures.py").keyed_values(key, shape)
 
 
 def _keys(name):

@@ -24,24 +24,16 @@ Written:
 import argparse
 import json
 import os
-import zlib
 
 import numpy as np
 import paddle
-from make_weight_fixtures import _paddleclas_without_init, randomise, save  # noqa: E402
-
-
-def keyed_values(key, shape):
-    """Deterministic values for one tensor from its key alone (the tests use the same)."""
-    rng = np.random.RandomState(zlib.crc32(key.encode()) & 0x7FFFFFFF)
-    if key.endswith("_variance"):
-        return rng.uniform(0.5, 1.5, shape).astype("float32")
-    if key.endswith("_mean"):
-        return rng.normal(0, 0.1, shape).astype("float32")
-    if len(shape) == 4:
-        return rng.normal(0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape).astype("float32")
-    base = 1.0 if key.endswith(".weight") else 0.0
-    return (rng.normal(0, 0.1, shape) + base).astype("float32")
+from make_weight_fixtures import (  # noqa: E402
+    _paddleclas_without_init,
+    keyed_values,
+    randomise,
+    save,
+    small_fpn,
+)
 
 
 def _keys(model, path):
@@ -49,30 +41,6 @@ def _keys(model, path):
     with open(path, "w") as f:
         json.dump(keys, f, indent=0)
     print(f"{path}: {len(keys)} keys")
-
-
-def _small_fpn(in_channels, base):
-    from ppdet.modeling.necks.yolo_fpn import ConvBNLayer, YoloDetBlock, YOLOv3FPN
-
-    class SmallFPN(YOLOv3FPN):
-        def __init__(self):
-            paddle.nn.Layer.__init__(self)
-            self.in_channels, self.num_blocks = in_channels, len(in_channels)
-            self._out_channels, self.yolo_blocks, self.routes = [], [], []
-            self.data_format = "NCHW"
-            for i in range(self.num_blocks):
-                ch = base // (2 ** i)
-                in_c = in_channels[-i - 1] + (ch if i > 0 else 0)
-                name = f"yolo_block.{i}"
-                self.yolo_blocks.append(self.add_sublayer(
-                    name, YoloDetBlock(in_c, channel=ch, norm_type="bn", name=name)))
-                self._out_channels.append(ch * 2)
-                if i < self.num_blocks - 1:
-                    name = f"yolo_transition.{i}"
-                    self.routes.append(self.add_sublayer(name, ConvBNLayer(
-                        ch_in=ch, ch_out=ch // 2, filter_size=1, stride=1, padding=0,
-                        norm_type="bn", name=name)))
-    return SmallFPN()
 
 
 def _tiny_darknet():
@@ -135,7 +103,7 @@ def det2x_yolov3(out, kind, in_channels, num_classes=4, base=32):
         def __init__(self):
             super().__init__()
             self.backbone = _tiny_darknet() if kind == "darknet" else _tiny_resnet()
-            self.neck = _small_fpn(in_channels, base)
+            self.neck = small_fpn(in_channels, base)
             self.yolo_head = YOLOv3Head(in_channels=self.neck._out_channels,
                                         num_classes=num_classes, loss=None)
 

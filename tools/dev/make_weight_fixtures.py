@@ -27,42 +27,43 @@ Shims (the packages' own layers are used; only their sizes are changed):
 import argparse
 import json
 import os
+import zlib
 
 import numpy as np
 import paddle
 
 
+def draw(key, shape, rng):
+    """Random values for one tensor, by its kind (BN statistics, conv kernel, the rest)."""
+    if key.endswith("_variance"):
+        arr = rng.uniform(0.5, 1.5, shape)
+    elif key.endswith("_mean"):
+        arr = rng.normal(0, 0.1, shape)
+    elif len(shape) == 4:
+        arr = rng.normal(0, np.sqrt(2.0 / int(np.prod(shape[1:]))), shape)
+    else:
+        arr = rng.normal(0, 0.1, shape) + (1.0 if key.endswith(".weight") else 0.0)
+    return arr.astype("float32")
+
+
+def keyed_values(key, shape):
+    """Deterministic values for one tensor from its key alone (the tests use the same)."""
+    return draw(key, shape, np.random.RandomState(zlib.crc32(key.encode()) & 0x7FFFFFFF))
+
+
 def randomise(model, seed):
     rng = np.random.RandomState(seed)
     for key, value in model.state_dict().items():
-        shape = list(value.shape)
-        if key.endswith("_variance"):
-            arr = rng.uniform(0.5, 1.5, shape)
-        elif key.endswith("_mean"):
-            arr = rng.normal(0, 0.1, shape)
-        elif len(shape) == 4:
-            fan_in = int(np.prod(shape[1:]))
-            arr = rng.normal(0, np.sqrt(2.0 / fan_in), shape)
-        else:
-            arr = rng.normal(0, 0.1, shape) + (1.0 if key.endswith(".weight") else 0.0)
-        value.set_value(arr.astype("float32"))
+        value.set_value(draw(key, list(value.shape), rng))
     model.eval()
 
 
-def save(model, path):
-    paddle.save(model.state_dict(), path)
-    print(f"{path}: {len(model.state_dict())} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
-
-
-def yolov3(out, base, num_classes):
-    from ppdet.modeling.backbones.mobilenet_v1 import MobileNet
-    from ppdet.modeling.heads.yolo_head import YOLOv3Head
+def small_fpn(in_channels, base):
+    """YOLOv3FPN with ``base`` instead of 512 route channels (shim: size only)."""
     from ppdet.modeling.necks.yolo_fpn import ConvBNLayer, YoloDetBlock, YOLOv3FPN
 
     class SmallFPN(YOLOv3FPN):
-        """YOLOv3FPN with ``base`` instead of 512 route channels (shim: size only)."""
-
-        def __init__(self, in_channels, base):
+        def __init__(self):
             paddle.nn.Layer.__init__(self)
             self.in_channels, self.num_blocks = in_channels, len(in_channels)
             self._out_channels, self.yolo_blocks, self.routes = [], [], []
@@ -79,12 +80,23 @@ def yolov3(out, base, num_classes):
                     self.routes.append(self.add_sublayer(name, ConvBNLayer(
                         ch_in=ch, ch_out=ch // 2, filter_size=1, stride=1, padding=0,
                         norm_type="bn", name=name)))
+    return SmallFPN()
+
+
+def save(model, path):
+    paddle.save(model.state_dict(), path)
+    print(f"{path}: {len(model.state_dict())} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
+
+
+def yolov3(out, base, num_classes):
+    from ppdet.modeling.backbones.mobilenet_v1 import MobileNet
+    from ppdet.modeling.heads.yolo_head import YOLOv3Head
 
     class Det(paddle.nn.Layer):   # the attribute names of ppdet's YOLOv3 architecture
         def __init__(self):
             super().__init__()
             self.backbone = MobileNet(scale=0.25, feature_maps=[4, 6, 13])
-            self.neck = SmallFPN([64, 128, 256], base)
+            self.neck = small_fpn([64, 128, 256], base)
             self.yolo_head = YOLOv3Head(in_channels=self.neck._out_channels,
                                         num_classes=num_classes, loss=None)
 

@@ -46,13 +46,15 @@ class DistillYOLOv3Loss:
 
     each weighted by the teacher's sigmoid objectness (only where the teacher sees an object
     do its boxes and classes mean anything), plus objectness: sigmoid cross-entropy against
-    "teacher objectness logit > 0". Terms are means over the map's cells and anchors (so the
-    default weight, 1000, is PaddleDetection's). The hard objectness target's cross-entropy
-    is taken relative to the teacher's own, and only where it exceeds it: a cell where the
-    student already gives the teacher's answer at least as surely as the teacher adds
-    nothing. So the loss is >= 0, 0 when student == teacher, and the student is pulled to
-    its teacher's decisions, not past them (plain hard-target cross-entropy would push
-    every background cell towards -inf, which the detection loss already does).
+    "teacher objectness logit > 0". The box terms are x + y and w + h per anchor, every term
+    a mean over the map's cells and anchors (the class term also over classes), as in
+    PaddleDetection, so its default weight, 1000, means the same here. The hard objectness
+    target's cross-entropy is taken relative to the teacher's own, and only where it exceeds
+    it: a cell where the student already gives the teacher's answer at least as surely as
+    the teacher adds nothing. So the loss is >= 0, 0 when student == teacher, and the
+    student is pulled to its teacher's decisions, not past them (plain hard-target
+    cross-entropy would push every background cell towards -inf, which the detection loss
+    already does).
 
     ``obj_target: soft`` (config section ``DistillYOLOv3Loss``) takes the teacher's sigmoid
     objectness as the target instead, like the other terms (KL, no hinge needed)."""
@@ -81,8 +83,10 @@ class DistillYOLOv3Loss:
             shape = [b, len(mask), 5 + head.num_classes, h, w]
             s, t = s.reshape(shape), t.reshape(shape)
             obj_w = F.sigmoid(t[:, :, 4:5])                 # [B, A, 1, H, W]
-            xy = (soft_bce(s[:, :, 0:2], t[:, :, 0:2]) * obj_w).mean()
-            wh = (paddle.abs(s[:, :, 2:4] - t[:, :, 2:4]) * obj_w).mean()
+            # x + y and w + h summed per anchor, then the mean over cells and anchors
+            # (PaddleDetection's reduction; a mean over the pair would halve the box terms)
+            xy = (soft_bce(s[:, :, 0:2], t[:, :, 0:2]) * obj_w).sum(axis=2).mean()
+            wh = (paddle.abs(s[:, :, 2:4] - t[:, :, 2:4]) * obj_w).sum(axis=2).mean()
             cls = (soft_bce(s[:, :, 5:], t[:, :, 5:]) * obj_w).mean()
             total = total + xy + wh + cls + self._objectness(s[:, :, 4], t[:, :, 4])
         return total
