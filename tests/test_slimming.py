@@ -321,6 +321,43 @@ def test_removed_blocks_fold_their_offsets_exactly_and_still_prune(cfg, tmp_path
     assert _close(ref, _outputs(fresh, x))
 
 
+@pytest.mark.parametrize("cfg", ["configs/shapes/yolov3_darknet_shapes.yml",
+                                 "configs/shapes/yolov3_r18_shapes.yml"])
+def test_fast_sensitivity_masks_a_removed_block_like_pruning(cfg, tmp_path, shapes_root):
+    """Sensitivity's masked programs on a checkpoint with removed blocks: the folded
+    constant's mask is as long as its channels (axis 1 of its weight), and pruning its
+    group under masks detects what the pruned model detects."""
+    from helpers import masked_setup
+
+    from ppdet.slim.prune.plan import apply_plan
+    from ppdet.slim.sensitivity.fast_eval import MaskedEvaluator
+    model = random_bn_model(cfg, 0, slimming_bn)
+    path = slimming.prune_layers(model, 1)[0][0]
+    save_checkpoint(model, str(tmp_path / "layers"), plan=channel_plan(model))
+    keep_all = tmp_path / "keep_all.yml"        # a random model's scores are all low
+    keep_all.write_text(f"_BASE_: ['{os.path.join(ROOT, cfg)}']\nYOLOBox:\n  conf_thresh: 0.0\n"
+                        f"MultiClassNMS:\n  score_threshold: 0.0\n")
+    _, fresh, cache, metric, pruner = masked_setup(str(keep_all), str(tmp_path / "layers"), 8)
+    group = next(g for g in pruner.graph.groups if any(m.layer == path for m in g.members))
+    ratios = {group.name: 0.5}
+    ev = MaskedEvaluator(fresh, cache, metric, pruner, 8)
+    try:
+        masked_dets = ev.detections(ev.masks_for(ratios))
+    finally:
+        ev.close()
+    apply_plan(pruner.graph, pruner.plan(ratios))
+    ev = MaskedEvaluator(fresh, cache, metric, type(pruner)(fresh), 8)
+    try:
+        pruned_dets = ev.detections(ev.masks_for(None))
+    finally:
+        ev.close()
+    assert masked_dets.keys() == pruned_dets.keys()
+    assert sum(len(np.asarray(v)) for v in masked_dets.values()) > 0
+    for k in masked_dets:
+        np.testing.assert_allclose(np.asarray(masked_dets[k]), np.asarray(pruned_dets[k]),
+                                   rtol=1e-4, atol=1e-3, err_msg=str(k))
+
+
 def test_prune_mode_2_folds_into_3x3_convs_exactly_inside_the_image():
     """DarkNet: a block's 1x1 conv feeds its 3x3 conv. Mode 2 prunes it; the 3x3 conv's
     output equals the masked model's everywhere but on its 1-pixel border."""

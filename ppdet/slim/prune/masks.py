@@ -12,24 +12,35 @@ from ppdet.modeling.surgery import Shift
 __all__ = ["mask_units", "masks", "masked"]
 
 
+def _channel_axis(layer):
+    """The weight axis of a unit's output channels: a Shift's ``[1, C, 1, 1]`` constant
+    holds them on axis 1, a conv's filters on axis 0."""
+    return 1 if isinstance(layer, Shift) else 0
+
+
 def mask_units(graph):
-    """``[(unit path, producer conv path, group key)]`` for every producer conv of every
-    prunable group: the unit is the layer whose output carries the conv's channels after
-    its BN and activation (a ConvBN-style parent), or the conv itself when no BN follows;
-    and every :class:`~ppdet.modeling.surgery.Shift` in a group (a removed residual block's
-    folded constant), unit and "producer" both its own path."""
+    """``[(unit path, producer conv path, group key, channels)]`` for every producer conv of
+    every prunable group: the unit is the layer whose output carries the conv's channels
+    (``channels`` of them) after its BN and activation (a ConvBN-style parent), or the conv
+    itself when no BN follows; and every :class:`~ppdet.modeling.surgery.Shift` in a group
+    (a removed residual block's folded constant), unit and "producer" both its own path."""
     units = []
+
+    def add(unit, conv, key):
+        layer = graph.layers[conv]
+        units.append((unit, conv, key, int(layer.weight.shape[_channel_axis(layer)])))
+
     for g in graph.prunable:
         for m in g.members:               # a removed block's constant: masked after it too
             if isinstance(graph.layers[m.layer], Shift) and m.attr == "weight":
-                units.append((m.layer, m.layer, g.key))
+                add(m.layer, m.layer, g.key)
         for p in g.producers:
             parent = p.rpartition(".")[0]
             holder = graph.layers.get(parent)
             if holder is not None and getattr(holder, "conv", None) is graph.layers[p]:
-                units.append((parent, p, g.key))
+                add(parent, p, g.key)
             elif graph.bn_of(g, p) is None:
-                units.append((p, p, g.key))
+                add(p, p, g.key)
             else:
                 raise ValueError(f"{p}: its BN is not in the same layer, so its output cannot "
                                  f"be masked after the BN")
@@ -42,12 +53,12 @@ def masks(graph, plan, units=None):
     what removing them does."""
     units = units or mask_units(graph)
     out = {}
-    for unit, conv, key in units:
+    for unit, conv, key, _ in units:
         kept = plan.get(key)
         if kept is None:
             continue
         g = graph.group(key)
-        axis = 1 if isinstance(graph.layers[conv], Shift) else 0
+        axis = _channel_axis(graph.layers[conv])
         member = next(m for m in g.members if m.layer == conv and m.attr == "weight"
                       and m.axis == axis)
         keep = np.zeros(g.size, bool)

@@ -151,13 +151,13 @@ class MaskedEvaluator:
         self.calls = 0
         self.graph = pruner.graph
         units = mask_units(self.graph)      # every producer of every prunable group
-        self.units = list(dict.fromkeys(u for u, _, _ in units))
+        self.units = list(dict.fromkeys(u for u, _, _, _ in units))
         self.layers = [self.graph.layers[u] for u in self.units]
         at = {u: i for i, u in enumerate(self.units)}
         self.index = {}                     # group name -> the unit of its master conv
         sizes = [0] * len(self.units)
-        for unit, conv, key in units:
-            sizes[at[unit]] = self.graph.layers[conv].weight.shape[0]
+        for unit, conv, key, channels in units:
+            sizes[at[unit]] = channels
             if conv == key:
                 for name in self.graph.group(key).names:
                     self.index[name] = at[unit]
@@ -210,7 +210,7 @@ class MaskedEvaluator:
         whole = candidates[0][3]
         self.programs[0].flops = whole
         groups = {}                         # group key -> its units
-        for unit, _, key in mask_units(self.graph):
+        for unit, _, key, _ in mask_units(self.graph):
             groups.setdefault(key, set()).add(unit)
         n = len(self.cache)
 
