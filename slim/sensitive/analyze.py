@@ -109,12 +109,12 @@ def _cost_table(args, ratios, costs=None):
     costs = costs or Costs(graph, image_size_for(cfg, "eval"))
     known = {n: r for n, r in ratios.items() if graph.has(n)}
     removed = removed_for_ratios(graph, known)
-    from ppdet.slim.latency.error_bars import predict_with_error
+    from ppdet.slim.latency.error_bars import predict_plan
     table = load_latency_table(cfg, graph)
     f0, f1 = costs.flops(), costs.flops(removed)
-    rows = [("unpruned", f0, predict_with_error(table, {}) if table else None),
-            ("proposed", f1, predict_with_error(table, {k: graph.group(k).size - v
-                                                        for k, v in removed.items()})
+    rows = [("unpruned", f0, predict_plan(table, {}) if table else None),
+            ("proposed", f1, predict_plan(table, {k: graph.group(k).size - v
+                                                  for k, v in removed.items()})
              if table else None)]
     lines = ["| ratios | FLOPs (M) | predicted latency (ms) |", "|---|---|---|"]
     for label, f, ms in rows:

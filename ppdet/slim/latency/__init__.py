@@ -43,6 +43,7 @@ _API = {
     "measure_plans": "build",
     "measured_line": "error_bars",
     "predict_with_error": "error_bars",
+    "predict_plan": "error_bars",
     "predicted_latency": "table",
     "quiet_gate": "gate",
     "ratios_for_latency": "search",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["COARSE_TOL", "Predicted", "fit_residual", "timing_noise", "interpolation_error",
-           "predict_with_error", "coarse_warning", "measured_line", "INT8_ALIGN",
+           "predict_with_error", "predict_plan", "coarse_warning", "measured_line", "INT8_ALIGN",
            "int8_alignment_warning"]
 
 COARSE_TOL = 0.05
@@ -114,6 +114,14 @@ def predict_with_error(table, kept):
     # the unpruned model is measured, and the fit goes through it: only noise is left there
     return Predicted(ms, fit_residual(table) * ms if pruned else 0.0,
                      interpolation_error(table, kept), timing_noise(table) * ms)
+
+
+def predict_plan(table, kept):
+    """:class:`Predicted` of ``kept`` as every tool predicts a plan: on ``table``'s steady
+    fit, the table the searches choose plans on (so prune.py, export, post_quant, report
+    and analyze print one number for one model)."""
+    from ppdet.slim.latency.search import steady
+    return predict_with_error(steady(table), kept)
 
 
 def coarse_warning(table, kept, target_ms, predicted=None):

@@ -364,6 +364,7 @@ def predicted_latency(cfg, model, threads=1, precision="fp32", with_error=False)
     kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
             if g.key in layers and g.key in table.sizes}
     if with_error:
-        from ppdet.slim.latency.error_bars import predict_with_error
-        return predict_with_error(table, kept), table
-    return table.predict(kept), table
+        from ppdet.slim.latency.error_bars import predict_plan
+        return predict_plan(table, kept), table
+    from ppdet.slim.latency.search import steady
+    return steady(table).predict(kept), table

@@ -22,11 +22,11 @@ def build_latency_table(cfg, req, log=print):
     table = build_table(PruneGraph.of(model), cfg, path, size, threads=req.threads,
                         step=req.step, max_counts=req.max_counts, repeats=req.repeats,
                         passes=req.passes, log=log, precision=req.precision)
-    from ppdet.slim.latency.error_bars import predict_with_error
+    from ppdet.slim.latency.error_bars import predict_plan
     log(f"{path}: {sum(len(e) for e in table.entries.values())} entries over "
         f"{len(table.entries)} groups; whole model {req.precision.upper()} "
         f"{table.full_ms:.2f} ms at {size[0]}x{size[1]}, {req.threads} thread(s); "
-        f"predictions carry {predict_with_error(table, {}).detail()} unpruned")
+        f"predictions carry {predict_plan(table, {}).detail()} unpruned")
     return table
 
 

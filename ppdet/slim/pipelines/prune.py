@@ -135,8 +135,8 @@ def _kept(graph, ratios, lat):
 
 def _with_error(lat, graph, ratios):
     """The plan's prediction on the steady table, with the error it can carry."""
-    from ppdet.slim.latency.error_bars import predict_with_error
-    return predict_with_error(latency_search.steady(lat), _kept(graph, ratios, lat))
+    from ppdet.slim.latency.error_bars import predict_plan
+    return predict_plan(lat, _kept(graph, ratios, lat))
 
 
 def _log_predicted(graph, ratios, lat, log, target_ms=None):
