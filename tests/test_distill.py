@@ -80,6 +80,27 @@ def test_teacher_never_changes_and_its_loss_is_logged_apart(tmp_path, shapes_roo
     assert meta["distill"]["weights"] == spec.weights and meta["distill"]["config"] is None
 
 
+def test_a_failed_training_still_takes_the_teacher_off(tmp_path, shapes_root):
+    """The after_train hooks run when a step raises: the student does not keep a teacher
+    (and its memory) for the evaluation or export that a caller may still run."""
+    from ppdet.engine.trainer import Trainer
+    cfg = load_config(CFG, SMALL + ["epoch=1", f"save_dir={tmp_path / 'out'}"])
+    spec = TeacherSpec(_weights(tmp_path, "t", seed=1) + ".pdparams", None, None)
+    student = build_model(cfg)
+    trainer = Trainer(cfg, model=student,
+                      hooks=[Distillation(build_teacher(spec, cfg), student, spec)])
+    seen = []
+
+    def fail(batch):
+        seen.append(student.distill)
+        raise RuntimeError("out of memory")
+    trainer.run_step = fail
+    with pytest.raises(RuntimeError, match="out of memory"):
+        trainer.train()
+    assert seen and seen[0] is not None     # it was distilling when the step failed
+    assert student.distill is None
+
+
 @pytest.mark.parametrize("config, options", [(CFG, {}), (CFG, {"obj_target": "soft"}),
                                              (SSD_CFG, {})],
                          ids=["yolov3", "yolov3_soft_objectness", "ssd"])

@@ -358,6 +358,32 @@ def test_fast_sensitivity_masks_a_removed_block_like_pruning(cfg, tmp_path, shap
                                    rtol=1e-4, atol=1e-3, err_msg=str(k))
 
 
+@pytest.mark.parametrize("cfg", ["configs/shapes/yolov3_darknet_shapes.yml",
+                                 "configs/shapes/yolov3_r18_shapes.yml"])
+def test_flops_of_a_layer_pruned_model_are_paddleslims(cfg):
+    """After a block is removed, and after its channels are then cut too, the graph's
+    FLOPs count equals paddleslim's count of the model (ResNet's ReLU after the folded
+    constant included)."""
+    from ppdet.slim import compat
+    from ppdet.slim.prune import graph as graph_mod
+    from ppdet.slim.prune.costs import Costs
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.plan import apply_plan, make_plan
+    model = random_bn_model(cfg, 0, slimming_bn)
+    path = slimming.prune_layers(model, 1)[0][0]
+    graph = PruneGraph(model)
+    size = [96, 96]
+    costs = Costs(graph, size)
+
+    def paddleslim():
+        return int(compat.dygraph_flops(graph_mod._RawOutputs(model), [1, 3, *size]))
+    assert costs.flops() == paddleslim()
+    group = next(g for g in graph.groups if any(m.layer == path for m in g.members))
+    plan = make_plan(graph, {group.name: 0.5})
+    apply_plan(graph, plan)
+    assert costs.flops(plan) == paddleslim()
+
+
 def test_prune_mode_2_folds_into_3x3_convs_exactly_inside_the_image():
     """DarkNet: a block's 1x1 conv feeds its 3x3 conv. Mode 2 prunes it; the 3x3 conv's
     output equals the masked model's everywhere but on its 1-pixel border."""

@@ -140,51 +140,57 @@ class Trainer:
             self._eval = (loader, build_metric_for(self.cfg, loader.dataset))
         self._wrap_parallel()
         self._call_hooks("before_train")
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                self._train_epoch(epoch, epochs, snapshot, validate)
+            self.save("model_final", epochs - 1)
+        finally:        # hooks undo their set-up (a teacher leaves the model) on errors too
+            self._call_hooks("after_train")
+        if self.rank == 0:
+            self.report_saved(epochs, snapshot, validate)
+        return self.history
+
+    def _train_epoch(self, epoch, epochs, snapshot, validate):
+        """One epoch: steps, its log line, its snapshot and evaluation, the hooks."""
         show = self.rank == 0
         bar_on = show and sys.stderr.isatty()      # a progress bar only on a terminal
         log_iter = max(int(self.cfg.get("log_iter", 20) or 20), 1)
         # in a file: one line per epoch, and one per log_iter steps only for long epochs
         step_lines = show and not bar_on and self.steps_per_epoch > 20 * log_iter
-        for epoch in range(self.start_epoch, epochs):
-            self.epoch = epoch
-            self.model.train()
-            if hasattr(self.loader, "set_epoch"):
-                self.loader.set_epoch(epoch)
-            bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}",
-                       disable=not bar_on, dynamic_ncols=True)
-            tic, images = time.time(), 0
-            total = dict.fromkeys(self.log_terms, 0.0)
-            for self.step_in_epoch, batch in enumerate(bar):
-                logs = self.run_step(batch)
-                images += len(batch["im_id"])
-                for k in total:
-                    total[k] += logs[k]
-                if bar_on:
-                    bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")
-                elif step_lines and (self.step_in_epoch + 1) % log_iter == 0:
-                    print(f"epoch {epoch + 1}/{epochs} step {self.step_in_epoch + 1}/"
-                          f"{self.steps_per_epoch}: {self._terms(logs)}, "
-                          f"lr {self.lr.get_lr():.2e}", flush=True)
-            seconds = time.time() - tic
-            ips = images / max(seconds, 1e-9)
-            self.epoch_seconds.append(seconds)
-            if show:
-                steps = self.step_in_epoch + 1 if images else 0
-                means = {k: v / max(steps, 1) for k, v in total.items()}
-                print(f"epoch {epoch + 1}/{epochs}: mean {self._terms(means)}, "
-                      f"lr {self.lr.get_lr():.2e}, {ips:.1f} images/s, {seconds:.0f} s",
-                      flush=True)
-            last = epoch + 1 == epochs
-            if (epoch + 1) % snapshot == 0 or last:
-                self.save(str(epoch + 1), epoch)     # named by epochs done: 1-based
-                if validate:
-                    self._validate(epoch, ips)
-            self._call_hooks("after_epoch", epoch)
-        self.save("model_final", epochs - 1)
-        self._call_hooks("after_train")
+        self.epoch = epoch
+        self.model.train()
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not bar_on, dynamic_ncols=True)
+        tic, images = time.time(), 0
+        total = dict.fromkeys(self.log_terms, 0.0)
+        for self.step_in_epoch, batch in enumerate(bar):
+            logs = self.run_step(batch)
+            images += len(batch["im_id"])
+            for k in total:
+                total[k] += logs[k]
+            if bar_on:
+                bar.set_postfix(loss=f"{logs['loss']:.3f}", lr=f"{self.lr.get_lr():.2e}")
+            elif step_lines and (self.step_in_epoch + 1) % log_iter == 0:
+                print(f"epoch {epoch + 1}/{epochs} step {self.step_in_epoch + 1}/"
+                      f"{self.steps_per_epoch}: {self._terms(logs)}, "
+                      f"lr {self.lr.get_lr():.2e}", flush=True)
+        seconds = time.time() - tic
+        ips = images / max(seconds, 1e-9)
+        self.epoch_seconds.append(seconds)
         if show:
-            self.report_saved(epochs, snapshot, validate)
-        return self.history
+            steps = self.step_in_epoch + 1 if images else 0
+            means = {k: v / max(steps, 1) for k, v in total.items()}
+            print(f"epoch {epoch + 1}/{epochs}: mean {self._terms(means)}, "
+                  f"lr {self.lr.get_lr():.2e}, {ips:.1f} images/s, {seconds:.0f} s",
+                  flush=True)
+        last = epoch + 1 == epochs
+        if (epoch + 1) % snapshot == 0 or last:
+            self.save(str(epoch + 1), epoch)     # named by epochs done: 1-based
+            if validate:
+                self._validate(epoch, ips)
+        self._call_hooks("after_epoch", epoch)
 
     def _call_hooks(self, name, *args):
         for hook in self.hooks:

@@ -17,8 +17,13 @@ class Shift(paddle.nn.Layer):
     ``act(x + weight)``, ``weight`` [1, C, 1, 1] (the branch's output with its last BN's
     scales at zero). A parameter, so checkpoints carry it and channel pruning cuts it."""
 
+    ACTS = (None, "relu")
+
     def __init__(self, channels, act=None, name="shift"):
         super().__init__()
+        if act not in self.ACTS:        # a silent identity would change the model
+            raise ValueError(f"Shift: activation {act!r} after a removed block is not "
+                             f"supported (only {self.ACTS})")
         self.act = act
         with paddle.utils.unique_name.guard():      # fixed name, fresh name scope
             self.weight = self.create_parameter(
@@ -148,7 +153,10 @@ def remove_layers(model, paths, shifts=None):
                              f"wrong config for these weights?")
         if path in shifts:
             channels, act = shifts[path]
-            parent._sub_layers[last] = Shift(int(channels), act, name=path)
+            frozen = all(p.stop_gradient for p in parent._sub_layers[last].parameters())
+            shift = Shift(int(channels), act, name=path)
+            shift.weight.stop_gradient = frozen     # a frozen stage stays frozen
+            parent._sub_layers[last] = shift
         else:
             parent._sub_layers[last] = paddle.nn.Identity()
     model.removed_layers = list(getattr(model, "removed_layers", [])) + list(paths)

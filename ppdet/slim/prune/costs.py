@@ -12,6 +12,7 @@ topology.
 import numpy as np
 import paddle
 
+from ppdet.modeling.surgery import Shift
 from ppdet.slim.prune import criteria as crit
 from ppdet.slim.prune.plan import ChannelPlan
 
@@ -57,7 +58,8 @@ class Costs:
         model, sizes, hooks = self.model, {}, []
         for path, layer in self.layers.items():
             if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.BatchNorm, paddle.nn.BatchNorm2D)) \
-                    or getattr(layer, "add_act", None) in _COUNTED_ACTS:
+                    or getattr(layer, "add_act", None) in _COUNTED_ACTS \
+                    or (isinstance(layer, Shift) and layer.act in _COUNTED_ACTS):
                 def hook(lyr, inputs, output, _path=path):
                     sizes[_path] = (int(output.shape[2]), int(output.shape[3]))
                 hooks.append(layer.register_forward_post_hook(hook))
@@ -83,6 +85,8 @@ class Costs:
                               act in _COUNTED_ACTS))
             elif getattr(layer, "add_act", None) in _COUNTED_ACTS:   # act after a shortcut add
                 terms.append(("act", layer.add_bn.weight.name, h * w, 0, True))
+            elif isinstance(layer, Shift):      # a removed block's act(x + c): C on axis 1
+                terms.append(("shift_act", layer.weight.name, h * w, 0, True))
             else:
                 terms.append(("bn", layer.weight.name, h * w, 0, False))
         return terms
@@ -115,6 +119,8 @@ class Costs:
                     total += hw * out
             elif kind == "act":
                 total += hw * out
+            elif kind == "shift_act":
+                total += hw * count(name, 1, shape[1])
             else:
                 total += 2 * hw * out
         return int(total)
