@@ -202,6 +202,31 @@ def test_prune_for_int8_prints_the_prediction_with_its_error(run, capsys):
                           "latency_cpu-onednn-int8_t1_160x160.json")
 
 
+def test_exported_int8_check_says_when_convs_stay_in_fp32(run, monkeypatch):
+    """The INT8 table times every conv in INT8: the check of a model quantized with a skip
+    list says that its prediction is the all-INT8 model's."""
+    import yaml
+
+    from ppdet.engine import latency as engine_latency
+    from ppdet.slim.pipelines.latency import check_exported_latency
+    argv, tables, tmp_path = run
+    script("slim/prune/prune.py").main(argv + ["--target_speedup", "1.2", "--precision",
+                                               "int8", "--latency_table", tables["int8"]])
+    pruned = tmp_path / "out" / "yolov3_mobilenet_v1_shapes_pruned" / "pruned"
+    cfg = load_config(CFG, [f"weights={pruned}"])
+    monkeypatch.setattr(engine_latency, "measure_latency", lambda *a, **k: 5.0)
+    for skip, noted in (([], False), (["conv2d_3.w_0"], True)):
+        model_dir = tmp_path / f"int8_{len(skip)}"
+        model_dir.mkdir()
+        (model_dir / "infer_cfg.yml").write_text(yaml.safe_dump(
+            {"precision": "int8", "quantization": {"fp32_convs": skip}}))
+        lines = []
+        assert check_exported_latency(cfg, None, str(model_dir), precision="int8",
+                                      log=lines.append) == 5.0
+        assert lines[0].startswith("INT8 latency: measured 5.00 ms, predicted"), lines
+        assert any("stay in FP32" in ln and "conv2d_3.w_0" in ln for ln in lines) == noted
+
+
 @pytest.mark.parametrize("script_rel, extra, words", [
     ("slim/prune/prune.py", ["--pruned_ratios", "0.5", "--precision", "int8"],
      ["--precision int8", "--target_speedup"]),

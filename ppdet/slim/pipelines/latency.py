@@ -1,4 +1,6 @@
 """Building a config's latency table as one call (``slim/prune/latency_table.py``)."""
+import os
+
 from ppdet.slim.latency.build import build_table
 from ppdet.slim.latency.table import table_path
 from ppdet.slim.prune.graph import PruneGraph
@@ -50,4 +52,19 @@ def check_exported_latency(cfg, model, model_dir, threads=1, precision="fp32", l
     ms = measure_latency(model_dir, table.key["input_size"], threads=table.key["threads"],
                          stat=STAT)
     log(measured_line(predicted, ms, table))
+    fp32 = _fp32_convs(model_dir)
+    if table.precision == "int8" and fp32:
+        log(f"note: {len(fp32)} conv(s) of this model stay in FP32 (--skip / --max_loss, e.g. "
+            f"{fp32[0]}); the INT8 table timed every conv in INT8, so its prediction is the "
+            f"all-INT8 model's")
     return ms
+
+
+def _fp32_convs(model_dir):
+    import yaml
+    path = os.path.join(model_dir, "infer_cfg.yml")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        info = yaml.safe_load(f) or {}
+    return list((info.get("quantization") or {}).get("fp32_convs") or [])
