@@ -125,3 +125,35 @@ def test_flops_target_prune_checkpoint_and_export(cfg, tmp_path):
                              raw=True)[2]
     for g, w in zip(got, want):
         assert np.abs(g - w).max() < 1e-3 * (1 + np.abs(w).max())
+
+
+@pytest.mark.parametrize("teacher_cfg", [DARK, R18], ids=["darknet", "resnet18"])
+def test_a_darknet_or_resnet_teaches_a_mobilenet_student(teacher_cfg, tmp_path, shapes_root):
+    """tools/train.py with ``--teacher_config`` of the other backbone: the pair check
+    passes (same head layout), the distillation loss is logged and nonzero, and the
+    checkpoint records the teacher; the teacher's weights file is not touched."""
+    import os
+    import subprocess
+    import sys
+
+    from helpers import ROOT, SHAPES_CFG, snapshot
+
+    from ppdet.engine import checkpoint as ckpt
+    paddle.seed(1)
+    teacher = str(tmp_path / "teacher" / "model")
+    ckpt.save_checkpoint(build_model(load_config(os.path.join(ROOT, teacher_cfg))), teacher)
+    before = snapshot(str(tmp_path / "teacher"))
+    r = subprocess.run(
+        [sys.executable, "tools/train.py", "-c", SHAPES_CFG, "-o", "epoch=1",
+         "TrainDataset.sample_num=8", "TrainReader.batch_size=4", "TrainReader.worker_num=0",
+         f"save_dir={tmp_path / 'out'}", "--teacher_config", teacher_cfg,
+         "--teacher_weights", teacher, "--distill_weight", "10"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("epoch 1/1"))
+    distill = float(line.split("loss_distill ")[1].split(")")[0].split(",")[0])
+    assert distill > 0, line
+    meta = paddle.load(str(tmp_path / "out" / "yolov3_mobilenet_v1_shapes" /
+                           "model_final.pdparams"))[ckpt.META_KEY]
+    assert meta["distill"]["config"].endswith(os.path.basename(teacher_cfg))
+    assert snapshot(str(tmp_path / "teacher")) == before
