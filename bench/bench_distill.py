@@ -31,7 +31,7 @@ def r578():
                 pruned_ratios=",".join(str(r) for r in LEVEL_RATIOS for _ in TAGS))
 
 
-def request(case, variant, args):
+def request(case, variant, args, weight=None):
     from ppdet.slim.pipelines import PruneRequest
     how = {"r578": r578,
            "sens65": lambda: dict(sensitivities_file=args.sensitivities, target_flops=0.65),
@@ -39,22 +39,24 @@ def request(case, variant, args):
     teacher = {"plain": {}, "self": dict(distill=True),
                "wide": dict(teacher_config=args.teacher_config,
                             teacher_weights=args.teacher_weights)}[variant]
-    if variant != "plain" and args.distill_weight is not None:
-        teacher["distill_weight"] = args.distill_weight
+    if variant != "plain" and weight is not None:
+        teacher["distill_weight"] = weight
     return PruneRequest(**how, **teacher, validate=True)
 
 
-def run_one(case, variant, seed, args):
+def run_one(case, variant, seed, args, weight=None):
     from ppdet.core.config import load_config
     from ppdet.slim.pipelines import prune_and_finetune
-    save = os.path.join(args.workdir, case, variant, str(seed))
+    name = variant if weight is None else f"{variant}_x{weight:g}"
+    save = os.path.join(args.workdir, case, name, str(seed))
     cfg = load_config(os.path.join(ROOT, args.config), [
         f"weights={args.weights}", f"save_dir={save}", f"epoch={args.epochs}",
         f"snapshot_epoch={args.epochs}", f"seed={seed}", f"LearningRate.base_lr={args.lr}",
         *args.opt])
-    result = prune_and_finetune(cfg, request(case, variant, args), log=lambda *a: None)
-    if variant != "plain" and args.distill_weight is not None:
-        variant = f"{variant} x{args.distill_weight:g}"
+    result = prune_and_finetune(cfg, request(case, variant, args, weight),
+                                log=lambda *a: None)
+    if variant != "plain" and weight is not None:
+        variant = f"{variant} x{weight:g}"
     if variant != "plain" and args.tag:
         variant = f"{variant} {args.tag}"
     return {"case": case, "variant": variant, "seed": seed,
@@ -94,8 +96,9 @@ def main():
     parser.add_argument("--sensitivities", default=None, help="for sens65")
     parser.add_argument("--teacher_config", default=None, help="for wide")
     parser.add_argument("--teacher_weights", default=None, help="for wide")
-    parser.add_argument("--distill_weight", type=float, default=None,
-                        help="the distilled variants' weight (default: the loss's own)")
+    parser.add_argument("--distill_weight", type=float, nargs="+", default=[None],
+                        help="the distilled variants' weight (default: the loss's own); "
+                             "several: each distilled variant once per weight, in turn")
     parser.add_argument("--tag", default="", help="appended to the distilled variants' names")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first_seed", type=int, default=0)
@@ -117,8 +120,9 @@ def main():
     for case in args.cases:
         # per seed every variant in turn: they meet the same load of a shared machine
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            for variant in args.variants:
-                rows.append(run_one(case, variant, seed, args))
+            for variant, weight in [(v, w) for v in args.variants
+                                    for w in ([None] if v == "plain" else args.distill_weight)]:
+                rows.append(run_one(case, variant, seed, args, weight))
                 print(json.dumps(rows[-1]), flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
