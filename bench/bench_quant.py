@@ -116,12 +116,14 @@ def main():
     print("| model | precision | FLOPs (M) | size (MB) | VOC mAP via predictor | latency (ms) "
           "| speed-up vs same model FP32 | speed-up vs unpruned FP32 | mAP vs same FP32 | "
           "mAP vs unpruned FP32 |\n" + "|---" * 10 + "|")
+    def pts(value, fmt):            # "-" where no mAP was measured (--latency_only)
+        return "-" if value != value else format(value, fmt)
     for (label, prec), ms in best.items():
         same = (label, "FP32")
         print(f"| {label} | {prec} | {flops[label] / 1e6:.1f} | {sizes[(label, prec)]:.2f} | "
-              f"{maps[(label, prec)]:.2f} | {ms:.2f} | {best[same] / ms:.2f}x | "
-              f"{best[base] / ms:.2f}x | {maps[(label, prec)] - maps[same]:+.2f} | "
-              f"{maps[(label, prec)] - maps[base]:+.2f} |")
+              f"{pts(maps[(label, prec)], '.2f')} | {ms:.2f} | {best[same] / ms:.2f}x | "
+              f"{best[base] / ms:.2f}x | {pts(maps[(label, prec)] - maps[same], '+.2f')} | "
+              f"{pts(maps[(label, prec)] - maps[base], '+.2f')} |")
     features = cpu_features()
     print(f"\nCPU INT8 flags: {', '.join(features) or 'none'} ({int8_advice(features)[0]})")
     print(f"load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} on "
@@ -131,9 +133,9 @@ def main():
     goal1 = best[("pruned", "FP32")] / best[pruned_int8]
     goal2 = best[base] / best[pruned_int8]
     print(f"goal 1: pruned INT8 {goal1:.2f}x faster than pruned FP32 (>= 2.5x), mAP "
-          f"{maps[pruned_int8] - maps[('pruned', 'FP32')]:+.2f} (>= -1.0)")
+          f"{pts(maps[pruned_int8] - maps[('pruned', 'FP32')], '+.2f')} (>= -1.0)")
     print(f"goal 2: pruned INT8 {goal2:.2f}x faster than unpruned FP32 (>= 3.5x), mAP "
-          f"{maps[pruned_int8] - maps[base]:+.2f} (>= -1.0)")
+          f"{pts(maps[pruned_int8] - maps[base], '+.2f')} (>= -1.0)")
 
 
 if __name__ == "__main__":
