@@ -397,3 +397,17 @@ def test_sensitivity_file_resumes_and_refuses_another_measurement(trained, tmp_p
         main([*base, "--max_loss", "1", "--skip", "conv1_weights"])
     _one_error_line(capsys, e, "--skip and --max_loss")
     assert sens.read_bytes() == before
+
+
+def test_ssd_int8_that_onednn_cannot_run_says_deploy_in_fp32(tmp_path, capsys, shapes_root):
+    """Paddle 3.3.1's oneDNN INT8 passes refuse MobileNetV1-SSD's graph (a requantize left
+    before an op without a scale): one line naming it and the way out, not "export again"."""
+    ssd = os.path.join(ROOT, "configs/shapes/ssd_mobilenet_v1_shapes.yml")
+    weights = str(tmp_path / "ssd" / "model")
+    save_checkpoint(build_model(load_config(ssd)), weights)
+    main = script("slim/quant/post_quant.py").main
+    with pytest.raises(SystemExit) as e:
+        main(["-c", ssd, "-o", f"weights={weights}", *SMALL, "--calib_samples", "8",
+              "--calib_batch_size", "8", "--output_dir", str(tmp_path / "out")])
+    line = _one_error_line(capsys, e, "cpu_quantize_squash_pass", "deploy it in FP32")
+    assert "export the model again" not in line

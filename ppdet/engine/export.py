@@ -429,8 +429,12 @@ class Predictor:
         try:
             self.predictor = inference.create_predictor(config)
         except (RuntimeError, ValueError, OSError) as e:
+            hint = _AGAIN
+            if self.precision == "int8":
+                from ppdet.engine.legacy_ir import int8_load_hint
+                hint = int8_load_hint(str(e)) or hint
             raise ModelDirError(f"Paddle Inference cannot load {model_dir}: "
-                                f"{paddle_error_line(e)} ({_AGAIN})", model_dir) from e
+                                f"{paddle_error_line(e)} ({hint})", model_dir) from e
 
     def run(self, image, im_shape, scale_factor, raw=False):
         """Batched numpy inputs -> (bbox [K,6], bbox_num [N]); with ``raw`` also the list
