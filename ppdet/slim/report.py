@@ -41,8 +41,8 @@ def model_row(cfg, weights, workdir, latency_threads=1):
     size = image_size_for(cfg, "test")
     out = export_model(model, cfg, workdir, class_names_for(cfg))
     mb = os.path.getsize(os.path.join(out, "model.pdiparams")) / 2 ** 20
-    from ppdet.slim.latency.table import predicted_latency
-    predicted, _ = predicted_latency(cfg, model, latency_threads, with_error=True)
+    from ppdet.slim.latency.error_bars import predicted_latency
+    predicted, _ = predicted_latency(cfg, model, latency_threads)
     return {"mAP": result["mAP"] * 100, "metric": metric.headline,
             "params": count_params(model) / 1e6,
             "flops": count_flops(model, size) / 1e6, "size": mb,

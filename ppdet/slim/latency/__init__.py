@@ -44,7 +44,7 @@ _API = {
     "measured_line": "error_bars",
     "predict_with_error": "error_bars",
     "predict_plan": "error_bars",
-    "predicted_latency": "table",
+    "predicted_latency": "error_bars",
     "quiet_gate": "gate",
     "ratios_for_latency": "search",
     "run_overhead": "timing",

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["COARSE_TOL", "Predicted", "fit_residual", "timing_noise", "interpolation_error",
-           "predict_with_error", "predict_plan", "coarse_warning", "measured_line", "INT8_ALIGN",
-           "int8_alignment_warning"]
+           "predict_with_error", "predict_plan", "predicted_latency", "coarse_warning",
+           "measured_line", "INT8_ALIGN", "int8_alignment_warning"]
 
 COARSE_TOL = 0.05
 
@@ -122,6 +122,23 @@ def predict_plan(table, kept):
     and analyze print one number for one model)."""
     from ppdet.slim.latency.search import steady
     return predict_with_error(steady(table), kept)
+
+
+def predicted_latency(cfg, model, threads=1, precision="fp32"):
+    """``(Predicted, table)`` of ``model`` (pruned or not) from the config's latency table
+    of ``precision``, or ``(None, None)`` without one: kept counts are read off the model's
+    master convs, on the graph of the unpruned model."""
+    from ppdet.engine.builder import build_model
+    from ppdet.slim.latency.table import load_latency_table
+    from ppdet.slim.prune.graph import PruneGraph
+    graph = PruneGraph.of(build_model(cfg))
+    table = load_latency_table(cfg, graph, threads=threads, precision=precision)
+    if table is None:
+        return None, None
+    layers = dict(model.named_sublayers())
+    kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
+            if g.key in layers and g.key in table.sizes}
+    return predict_plan(table, kept), table
 
 
 def coarse_warning(table, kept, target_ms, predicted=None):

@@ -50,7 +50,7 @@ from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["FORMAT", "OLD_FORMATS", "PRECISIONS", "LatencyTableError", "device_name",
            "structure_digest", "target_key", "key_precision", "table_precision", "table_path",
-           "counts_for", "LatencyTable", "load_latency_table", "predicted_latency"]
+           "counts_for", "LatencyTable", "load_latency_table"]
 
 
 FORMAT = "ppdet-latency/2"
@@ -347,24 +347,3 @@ def load_latency_table(cfg, graph, path=None, threads=1, required=False, precisi
                             f"slim/prune/latency_table.py again to finish it")
         return None
     return table
-
-
-def predicted_latency(cfg, model, threads=1, precision="fp32", with_error=False):
-    """``(predicted ms, table)`` of ``model`` (pruned or not) from the config's latency
-    table of ``precision``, or ``(None, None)`` without one: kept counts are read off the
-    model's master convs, on the graph of the unpruned model. ``with_error``: the
-    prediction as a :class:`~ppdet.slim.latency.error_bars.Predicted` (ms ± error)."""
-    from ppdet.engine.builder import build_model
-    from ppdet.slim.prune.graph import PruneGraph
-    graph = PruneGraph.of(build_model(cfg))
-    table = load_latency_table(cfg, graph, threads=threads, precision=precision)
-    if table is None:
-        return None, None
-    layers = dict(model.named_sublayers())
-    kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
-            if g.key in layers and g.key in table.sizes}
-    if with_error:
-        from ppdet.slim.latency.error_bars import predict_plan
-        return predict_plan(table, kept), table
-    from ppdet.slim.latency.search import steady
-    return steady(table).predict(kept), table

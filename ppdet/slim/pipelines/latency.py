@@ -37,13 +37,13 @@ def check_exported_latency(cfg, model, model_dir, threads=1, precision="fp32", l
     ``model_dir`` and print it beside the table's prediction for ``model`` (the check that
     the table still tells the truth). ``model`` None: the config's weights, built here.
     Returns the measured ms, or None without a table."""
-    from ppdet.slim.latency.table import predicted_latency
+    from ppdet.slim.latency.error_bars import predicted_latency
     if model is None:
         from ppdet.engine.builder import build_model
         from ppdet.engine.checkpoint import load_weights
         model = build_model(cfg)
         load_weights(model, cfg.get("weights"))
-    predicted, table = predicted_latency(cfg, model, threads, precision, with_error=True)
+    predicted, table = predicted_latency(cfg, model, threads, precision)
     if predicted is None:
         return None
     from ppdet.engine.latency import measure_latency
