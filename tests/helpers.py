@@ -15,6 +15,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPES_CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 
 
+def small_train(sample_num):
+    """Overrides for a fast training of the shapes YOLOv3: ``sample_num`` images, batches
+    of 8 at 96-128 px, no loader workers, a snapshot every epoch."""
+    return [f"TrainDataset.sample_num={sample_num}", "TrainReader.batch_size=8",
+            "TrainReader.worker_num=0",
+            "TrainReader.batch_transforms=[{BatchRandomResize: {target_size: [96, 128]}}, "
+            "{NormalizeBox: {}}, {PadBox: {num_max_boxes: 20}}, {BboxXYXY2XYWH: {}}, "
+            "{NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}, "
+            "{Permute: {}}]", "snapshot_epoch=1"]
+
+
 def moderate_bn(rng, n):
     """BN scales near 1 and small shifts: masking errors show, nothing is near zero."""
     return (rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n), rng.uniform(-0.2, 0.2, n),

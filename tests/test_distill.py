@@ -16,6 +16,7 @@ from helpers import (
     assert_unchanged,
     launch_ddp_checksum,
     script,
+    small_train,
     snapshot,
 )
 
@@ -26,11 +27,7 @@ from ppdet.engine.distill import Distillation, TeacherSpec, build_teacher
 
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
 SSD_CFG = os.path.join(ROOT, "configs/shapes/ssd_mobilenet_v1_shapes.yml")
-SMALL = ["TrainDataset.sample_num=16", "TrainReader.batch_size=8", "TrainReader.worker_num=0",
-         "TrainReader.batch_transforms=[{BatchRandomResize: {target_size: [96, 128]}}, "
-         "{NormalizeBox: {}}, {PadBox: {num_max_boxes: 20}}, {BboxXYXY2XYWH: {}}, "
-         "{NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}, "
-         "{Permute: {}}]", "snapshot_epoch=1"]
+SMALL = small_train(16)
 
 
 def _weights(tmp_path, name, config=CFG, seed=0, opts=()):

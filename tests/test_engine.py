@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import paddle
 import pytest
-from helpers import assert_same_checkpoint
+from helpers import assert_same_checkpoint, small_train
 
 from ppdet.core.config import load_config
 from ppdet.engine import checkpoint as ckpt
@@ -17,11 +17,7 @@ from ppdet.slim.prune.pruner import FilterPruner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = os.path.join(ROOT, "configs/shapes/yolov3_mobilenet_v1_shapes.yml")
-SMALL = ["TrainDataset.sample_num=32", "TrainReader.batch_size=8", "TrainReader.worker_num=0",
-         "TrainReader.batch_transforms=[{BatchRandomResize: {target_size: [96, 128]}}, "
-         "{NormalizeBox: {}}, {PadBox: {num_max_boxes: 20}}, {BboxXYXY2XYWH: {}}, "
-         "{NormalizeImage: {mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}, "
-         "{Permute: {}}]", "snapshot_epoch=1"]
+SMALL = small_train(32)
 
 
 def _params(model):

@@ -30,9 +30,7 @@ import paddle
 from make_weight_fixtures import (  # noqa: E402
     _paddleclas_without_init,
     keyed_values,
-    randomise,
-    save,
-    small_fpn,
+    yolov3_fixture,
 )
 
 
@@ -97,28 +95,9 @@ def _tiny_resnet(w=8):
 
 
 def det2x_yolov3(out, kind, in_channels, num_classes=4, base=32):
-    from ppdet.modeling.heads.yolo_head import YOLOv3Head
-
-    class Det(paddle.nn.Layer):   # the attribute names of ppdet's YOLOv3 architecture
-        def __init__(self):
-            super().__init__()
-            self.backbone = _tiny_darknet() if kind == "darknet" else _tiny_resnet()
-            self.neck = small_fpn(in_channels, base)
-            self.yolo_head = YOLOv3Head(in_channels=self.neck._out_channels,
-                                        num_classes=num_classes, loss=None)
-
-        def forward(self, x):
-            return self.yolo_head(self.neck(self.backbone({"image": x})))
-
-    paddle.seed(0)
-    model = Det()
-    randomise(model, 11)
-    x = np.random.RandomState(12).uniform(-1, 1, (2, 3, 64, 64)).astype("float32")
-    outs = [o.numpy() for o in model(paddle.to_tensor(x))]
     name = f"det2x_yolov3_{'darknet' if kind == 'darknet' else 'r18'}_tiny_c{num_classes}"
-    save(model, os.path.join(out, name + ".pdparams"))
-    np.savez(os.path.join(out, name + "_io.npz"), image=x,
-             **{f"out{i}": o for i, o in enumerate(outs)})
+    yolov3_fixture(out, name, _tiny_darknet if kind == "darknet" else _tiny_resnet,
+                   in_channels, base, num_classes, seeds=(11, 12), size=64)
 
 
 def det2x_full_keys(out):

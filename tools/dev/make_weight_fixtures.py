@@ -88,15 +88,18 @@ def save(model, path):
     print(f"{path}: {len(model.state_dict())} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
 
 
-def yolov3(out, base, num_classes):
-    from ppdet.modeling.backbones.mobilenet_v1 import MobileNet
+def yolov3_fixture(out, name, backbone, in_channels, base, num_classes, seeds, size):
+    """A PaddleDetection 2.x YOLOv3 (the package's attribute names) from ``backbone`` (a
+    callable making it), a :func:`small_fpn` and its head, randomised with ``seeds[0]``,
+    saved as ``name.pdparams`` with its raw outputs on a ``size`` px input drawn with
+    ``seeds[1]`` (``name_io.npz``)."""
     from ppdet.modeling.heads.yolo_head import YOLOv3Head
 
     class Det(paddle.nn.Layer):   # the attribute names of ppdet's YOLOv3 architecture
         def __init__(self):
             super().__init__()
-            self.backbone = MobileNet(scale=0.25, feature_maps=[4, 6, 13])
-            self.neck = small_fpn([64, 128, 256], base)
+            self.backbone = backbone()
+            self.neck = small_fpn(in_channels, base)
             self.yolo_head = YOLOv3Head(in_channels=self.neck._out_channels,
                                         num_classes=num_classes, loss=None)
 
@@ -105,13 +108,19 @@ def yolov3(out, base, num_classes):
 
     paddle.seed(0)
     model = Det()
-    randomise(model, 1)
-    x = np.random.RandomState(2).uniform(-1, 1, (2, 3, 96, 96)).astype("float32")
+    randomise(model, seeds[0])
+    x = np.random.RandomState(seeds[1]).uniform(-1, 1, (2, 3, size, size)).astype("float32")
     outs = [o.numpy() for o in model(paddle.to_tensor(x))]
-    name = f"det2x_yolov3_mobilenet_v1_x0_25_c{num_classes}"
     save(model, os.path.join(out, name + ".pdparams"))
     np.savez(os.path.join(out, name + "_io.npz"), image=x,
              **{f"out{i}": o for i, o in enumerate(outs)})
+
+
+def yolov3(out, base, num_classes):
+    from ppdet.modeling.backbones.mobilenet_v1 import MobileNet
+    yolov3_fixture(out, f"det2x_yolov3_mobilenet_v1_x0_25_c{num_classes}",
+                   lambda: MobileNet(scale=0.25, feature_maps=[4, 6, 13]), [64, 128, 256],
+                   base, num_classes, seeds=(1, 2), size=96)
 
 
 def ssd(out, num_classes):
