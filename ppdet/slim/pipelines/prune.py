@@ -147,12 +147,12 @@ def _log_predicted(graph, ratios, lat, log, target_ms=None):
         int8_alignment_warning,
         predict_with_error,
     )
-    steady = latency_search.steady(lat)
-    base, ms = predict_with_error(steady, {}), _with_error(lat, graph, ratios)
+    steady = latency_search.steady(lat)       # fitted once, for all three uses
+    kept = _kept(graph, ratios, lat)
+    base, ms = predict_with_error(steady, {}), predict_with_error(steady, kept)
     log(f"predicted {lat.precision.upper()} latency {ms} (unpruned {base}, "
         f"{ms.speedup(base)}) on {lat.key['device']}, {lat.key['threads']} thread(s), "
         f"{'x'.join(map(str, lat.key['input_size']))} px; {ms.detail()}")
-    kept = _kept(graph, ratios, lat)
     for warning in (coarse_warning(steady, kept, target_ms, ms),
                     int8_alignment_warning(kept, lat.sizes) if lat.precision == "int8"
                     else None):
