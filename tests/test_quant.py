@@ -263,19 +263,34 @@ def test_cpu_features_and_advice(tmp_path):
 
 
 # --- the legacy IR stays in its child process ---------------------------------------------
-def test_quantize_refuses_a_pir_process_and_the_worker_needs_the_flag(tmp_path):
+def test_quantize_refuses_a_pir_process_and_the_child_needs_the_flag(tmp_path):
     calib = {"image": np.zeros((8, 3, 160, 160), "float32")}
     with pytest.raises(RuntimeError, match="FLAGS_enable_pir_api=0"):
         legacy_ir.quantize(str(tmp_path), str(tmp_path / "out"), calib, "abs_max", 8)
     assert legacy_ir.pir_disabled() is False          # this (the training) process: PIR on
     assert legacy_ir.child_env({"A": "1"}) == {"A": "1", "FLAGS_enable_pir_api": "0"}
     env = {k: v for k, v in os.environ.items() if k != "FLAGS_enable_pir_api"}
-    r = subprocess.run([sys.executable, "-m", "ppdet.slim.quant.worker", str(tmp_path),
-                        str(tmp_path / "out"), str(tmp_path / "c.npz")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"algo": "abs_max", "jobs": [
+        {"fp32_dir": str(tmp_path), "out_dir": str(tmp_path / "out"),
+         "calib": str(tmp_path / "c.npz"), "batch_size": 8}]}))
+    r = subprocess.run([sys.executable, "-m", "ppdet.engine.legacy_ir", str(spec)], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("error:")
     assert "FLAGS_enable_pir_api=0" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_childs_bad_input_comes_back_as_one_line(tmp_path):
+    """The one launcher: a UserError raised in the child (here: fewer calibration samples
+    than one batch) is a UserError here with the child's line, and nothing is written."""
+    np.savez(tmp_path / "c.npz", image=np.zeros((3, 3, 32, 32), "float32"))
+    job = {"fp32_dir": str(tmp_path), "out_dir": str(tmp_path / "out"),
+           "calib": str(tmp_path / "c.npz"), "batch_size": 8}
+    with pytest.raises(UserError, match="3 calibration samples are fewer than one batch of 8"):
+        legacy_ir.quantize_programs([job])
+    assert not (tmp_path / "out").exists()
+    assert legacy_ir.quantize_programs([]) == []
 
 
 # --- bad input: one line, exit 2, nothing written, nothing changed ------------------------

@@ -179,13 +179,16 @@ def quantized_ops(model_dir):
     return convs, counts
 
 
-# --- quantizing many programs for timing, in one child process -----------------------------
+# --- the one child process that quantizes ----------------------------------------------
 def quantize_programs(jobs, algo="abs_max"):
-    """Quantize each job's legacy program in ONE child process (PIR off there; this
-    process is never switched): ``jobs`` is ``[{"fp32_dir", "out_dir", "calib" (an .npz of
-    feeds, first axis = samples), "batch_size"}]``. For latency tables: only the INT8
-    program's speed matters, so a cheap calibration (``abs_max``, a batch or two of the
-    timing inputs) is enough. Raises RuntimeError with the child's last output on failure."""
+    """Quantize each job's legacy program in ONE child process, started with
+    :func:`child_env` (PIR off there; this process is never switched). ``jobs`` is
+    ``[{"fp32_dir", "out_dir", "calib" (an .npz of feeds, first axis = samples),
+    "batch_size", "skip" (optional: conv weights kept FP32)}]``. Returns the number of
+    calibration batches of each job. Bad input in the child (a ``UserError`` there) comes
+    back as ``UserError`` with its one line; a crash as RuntimeError with the child's
+    last output. Used by post_quant (one job, real calibration) and by the INT8 latency
+    tables (many programs, a cheap ``abs_max`` calibration: only their speed matters)."""
     import json
     import subprocess
     import sys
@@ -193,7 +196,7 @@ def quantize_programs(jobs, algo="abs_max"):
 
     from ppdet.engine.builder import REPO_ROOT
     if not jobs:
-        return 0
+        return []
     env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -203,24 +206,40 @@ def quantize_programs(jobs, algo="abs_max"):
                               env=env, cwd=REPO_ROOT, capture_output=True, text=True)
     finally:
         os.unlink(f.name)
+    if proc.returncode == 2:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+        raise UserError(lines[-1][len("error: "):] if lines else proc.stderr.strip()[-300:])
     if proc.returncode != 0:
-        raise RuntimeError(f"quantizing {len(jobs)} programs for timing failed (exit "
-                           f"{proc.returncode}):\n{proc.stderr[-3000:]}")
-    return len(jobs)
+        raise RuntimeError(f"quantizing {len(jobs)} program(s) failed in the child process "
+                           f"(exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _quantize_jobs(path):
-    """The child's side of :func:`quantize_programs`."""
+    """The child's side of :func:`quantize_programs`: exit 2 with one ``error:`` line on
+    bad input (the flag missing included), 1 with a traceback on a crash, else 0 and the
+    batch counts as a JSON list on the last stdout line."""
     import json
+    import sys
+    if os.environ.get(PIR_FLAG) != "0":
+        print(f"error: start this with {PIR_FLAG}=0 in its environment", file=sys.stderr)
+        return 2
     with open(path) as f:
         spec = json.load(f)
-    for job in spec["jobs"]:
-        with np.load(job["calib"]) as data:
-            calib = {k: data[k] for k in data.files}
-        quantize(job["fp32_dir"], job["out_dir"], calib, spec["algo"],
-                 int(job.get("batch_size", 1)))
+    batches = []
+    try:
+        for job in spec["jobs"]:
+            with np.load(job["calib"]) as data:
+                calib = {k: data[k] for k in data.files}
+            batches.append(quantize(job["fp32_dir"], job["out_dir"], calib, spec["algo"],
+                                    int(job.get("batch_size", 1)), job.get("skip", ())))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(batches))
+    return 0
 
 
 if __name__ == "__main__":
     import sys
-    _quantize_jobs(sys.argv[1])
+    sys.exit(_quantize_jobs(sys.argv[1]))

@@ -4,7 +4,7 @@
    and exported in FP32 (legacy ``model.pdmodel``) to a staging folder beside the target.
 2. ``calib_samples`` images of the config's TrainDataset, through the EvalReader's
    transforms, are written there as one ``calib.npz``.
-3. A child process (``python -m ppdet.slim.quant.worker``, PIR off in its environment before
+3. A child process (``legacy_ir.quantize_programs``, PIR off in its environment before
    paddle is imported) calibrates and writes the INT8 program; this process never changes
    its IR.
 4. The INT8 program is checked (quantized convs present, conv weight shapes equal the FP32
@@ -19,8 +19,6 @@ the previous ``<run>_int8/`` as it was.
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -124,23 +122,12 @@ def calibration_feeds(cfg, dataset, samples):
 
 
 def run_worker(fp32_dir, out_dir, calib_path, algo, batch_size, skip=()):
-    """Calibrate in the child process (PIR off there); its one-line errors become
-    ``UserError``."""
-    from ppdet.engine.builder import REPO_ROOT
-    env = legacy_ir.child_env()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
-    cmd = [sys.executable, "-m", "ppdet.slim.quant.worker", fp32_dir, out_dir, calib_path,
-           "--algo", algo, "--batch_size", str(batch_size)]
-    if skip:
-        cmd += ["--skip", *skip]
-    proc = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
-    if proc.returncode == 2:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-        raise UserError(lines[-1][len("error: "):] if lines else proc.stderr.strip()[-300:])
-    if proc.returncode != 0:
-        raise RuntimeError(f"quantization worker failed (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-4000:]}")
-    return proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    """Calibrate ``fp32_dir`` on ``calib_path`` into ``out_dir`` in the child process
+    (``legacy_ir.quantize_programs``); returns the line post_quant logs."""
+    n, = legacy_ir.quantize_programs([{"fp32_dir": fp32_dir, "out_dir": out_dir,
+                                       "calib": calib_path, "batch_size": batch_size,
+                                       "skip": list(skip)}], algo)
+    return f"calibrated on {n} batches of {batch_size} ({algo})"
 
 
 def _check_int8_program(fp32_dir, int8_dir, skip):
