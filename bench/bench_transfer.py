@@ -38,7 +38,7 @@ PNG = os.path.join(ROOT, "bench", "transfer_map_curve.png")
 def train_child(job):
     """Run in a child process: one training with evaluation, described by ``job``."""
     from ppdet.core.config import load_config
-    from ppdet.engine.trainer import Trainer, load_pretrain, set_seed
+    from ppdet.engine.trainer import Trainer, set_seed
     cfg = load_config(os.path.join(ROOT, job["config"]), job["overrides"])
     full = job.get("full_epochs")
     if full and full != cfg["epoch"]:      # scale the LR milestones with the schedule
@@ -49,7 +49,7 @@ def train_child(job):
     set_seed(int(cfg.get("seed", 0)))
     trainer = Trainer(cfg, save_dir=job["save_dir"])
     if job.get("pretrain"):
-        load_pretrain(trainer.model, job["pretrain"])
+        trainer.load_pretrain(job["pretrain"])
     tic = time.time()
     trainer.train(validate=True)
     with open(os.path.join(job["save_dir"], "timing.json"), "w") as f:

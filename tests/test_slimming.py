@@ -411,3 +411,42 @@ def test_prune_mode_2_folds_into_3x3_convs_exactly_inside_the_image():
     inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     np.testing.assert_allclose(got[inner], want[inner], atol=1e-4 * (1 + np.abs(want).max()))
     assert np.abs(got - want).max() > 1e-3            # the border is where it is not exact
+
+
+def test_a_removed_blocks_constant_trains_after_pretrain_loading_and_resume(tmp_path,
+                                                                            shapes_root):
+    """The folded constant (``Shift``) is a parameter the checkpoint creates on load: the
+    optimizer is rebuilt over it, so fine-tuning moves it, from ``pretrain_weights=`` (a
+    second --sr round) and after ``-r``."""
+    from helpers import small_train
+
+    from ppdet.engine.trainer import Trainer
+    from ppdet.modeling.surgery import Shift
+    cfg_path = os.path.join(ROOT, "configs/shapes/yolov3_darknet_shapes.yml")
+    model = random_bn_model(cfg_path, 0, slimming_bn)
+    path, block, _ = slimming.residual_blocks(model)[-2]
+    block.add_bn.weight.set_value(np.zeros(block.add_bn.weight.shape, "float32"))
+    slimming.prune_layers(model, 1)
+    save_checkpoint(model, str(tmp_path / "layers"), plan=channel_plan(model))
+
+    def shift(trainer):
+        layer = dict(trainer.model.named_sublayers())[path]
+        assert isinstance(layer, Shift) and not layer.weight.stop_gradient
+        return layer.weight
+
+    run = str(tmp_path / "run")
+    opts = small_train(8) + ["LearningRate.base_lr=0.01"]
+    with paddle.utils.unique_name.guard():
+        trainer = Trainer(load_config(cfg_path, opts + ["epoch=1"]), save_dir=run)
+        trainer.load_pretrain(str(tmp_path / "layers"))
+        before = shift(trainer).numpy().copy()
+        trainer.train()
+    after = shift(trainer).numpy().copy()
+    assert np.abs(after - before).max() > 0
+    # optimizer state keys carry unique-name counters: resume as a new process would
+    with paddle.utils.unique_name.guard():
+        again = Trainer(load_config(cfg_path, opts + ["epoch=2"]), save_dir=run)
+        again.resume(os.path.join(run, "model_final"))
+        assert np.array_equal(shift(again).numpy(), after)
+        again.train()
+    assert np.abs(shift(again).numpy() - after).max() > 0

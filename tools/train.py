@@ -40,7 +40,7 @@ def main(argv=None):
     from ppdet.engine.builder import build_model
     from ppdet.engine.checkpoint import ensure_outside, resolve_weights
     from ppdet.engine.distill import distillation_hooks, spec_from_args, spec_from_checkpoint
-    from ppdet.engine.trainer import Trainer, load_pretrain, set_seed
+    from ppdet.engine.trainer import Trainer, set_seed
     from ppdet.slim.slimming.sparsity import sparsity_from_config
     from ppdet.utils.cli import UserError
     if (args.s is not None or args.prune is not None) and not args.sr:
@@ -67,7 +67,7 @@ def main(argv=None):
     if args.resume:
         trainer.resume(args.resume)
     elif cfg.get("pretrain_weights"):
-        load_pretrain(trainer.model, cfg["pretrain_weights"])
+        trainer.load_pretrain(cfg["pretrain_weights"])
     trainer.train(validate=args.eval)
 
 

@@ -25,8 +25,9 @@ from ppdet.modeling import surgery
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
-           "apply_channel_plan", "channel_plan", "load_resume", "check_same_config",
-           "is_reshaped", "ensure_outside", "convert_weights", "prune_plan_of", "META_KEY"]
+           "apply_channel_plan", "channel_plan", "load_resume", "load_optimizer_state",
+           "check_same_config", "is_reshaped", "ensure_outside", "convert_weights",
+           "prune_plan_of", "META_KEY"]
 
 
 def resolve_weights(path):
@@ -213,12 +214,19 @@ def load_weights(model, weights, strict=True):
 def load_resume(model, optimizer, checkpoint):
     """Restore model, optimizer and LR schedule from ``-r``; returns the next epoch."""
     meta = load_weights(model, checkpoint)
+    return load_optimizer_state(optimizer, checkpoint, meta)
+
+
+def load_optimizer_state(optimizer, checkpoint, meta=None):
+    """The optimizer and LR state of ``checkpoint`` (its ``.pdopt``) into ``optimizer``;
+    returns the next epoch. Load the weights first: they may add parameters (a removed
+    block's ``Shift``) that the optimizer must be built over."""
     base = resolve_weights(checkpoint)
     if not os.path.isfile(base + ".pdopt"):
         raise CheckpointError(f"cannot resume: {base}.pdopt (optimizer state) is missing")
     opt_state = _load(base + ".pdopt")
     optimizer.set_state_dict(opt_state["optimizer"])
-    epoch = opt_state.get("epoch", meta.get("epoch"))
+    epoch = opt_state.get("epoch", (meta or {}).get("epoch"))
     return (epoch + 1) if epoch is not None else 0
 
 

@@ -67,7 +67,8 @@ class Trainer:
         self.loader = build_reader(cfg, "train", seed=int(cfg.get("seed", 0)))
         self.steps_per_epoch = len(self.loader)
         self.lr = build_lr(cfg, self.steps_per_epoch)
-        self.optimizer = build_optimizer(cfg, self.lr, self.model.parameters())
+        self._optimized = list(self.model.parameters())
+        self.optimizer = build_optimizer(cfg, self.lr, self._optimized)
         self.save_dir = save_dir or os.path.join(cfg.get("save_dir", "output"),
                                                  cfg.get("filename", "model"))
         self.start_epoch = 0
@@ -89,12 +90,28 @@ class Trainer:
             self.net = paddle.DataParallel(self.model)
 
     # --- state -----------------------------------------------------------------------
+    def _sync_optimizer(self):
+        """Rebuild the optimizer when loading changed the model's parameters: a removed
+        block's ``Shift`` is a new parameter the first optimizer never saw (channel cuts
+        keep the parameter objects, so they need nothing)."""
+        params = list(self.model.parameters())
+        if [id(p) for p in params] != [id(p) for p in self._optimized]:
+            self._optimized = params
+            self.optimizer = build_optimizer(self.cfg, self.lr, params)
+
+    def load_pretrain(self, path):
+        """:func:`load_pretrain` into this trainer's model, the optimizer following."""
+        load_pretrain(self.model, path)
+        self._sync_optimizer()
+
     def resume(self, path):
         with warnings.catch_warnings():
             # the LR scheduler's state carries keys of its base class; Paddle warns about
             # "unused values in state_dict ... LearningRateDecay" on every resume: harmless
             warnings.filterwarnings("ignore", message=".*unused values in state_dict")
-            self.start_epoch = ckpt.load_resume(self.model, self.optimizer, path)
+            meta = ckpt.load_weights(self.model, path)
+            self._sync_optimizer()
+            self.start_epoch = ckpt.load_optimizer_state(self.optimizer, path, meta)
         epochs = int(self.cfg.get("epoch", 1))
         if self.start_epoch >= epochs:
             from ppdet.core.errors import UserError
