@@ -200,6 +200,27 @@ def test_prune_refuses_a_bad_teacher_before_pruning(tmp_path, shapes_root):
 TRAIN, PRUNE, SLIM = "tools/train.py", "slim/prune/prune.py", "slim/prune/slim_prune.py"
 
 
+@pytest.mark.parametrize("tool, folder", [(TRAIN, "yolov3_mobilenet_v1_shapes"),
+                                          (PRUNE, "yolov3_mobilenet_v1_shapes_pruned")])
+def test_a_teacher_in_the_runs_output_folder_is_refused_before_it_loads(tmp_path, tool,
+                                                                        folder):
+    """Its snapshots would overwrite the teacher (and -r would then refuse the changed
+    teacher): refused in one line before the teacher is built; the file is intact."""
+    weights = _weights(tmp_path, "w")
+    (tmp_path / folder).mkdir()
+    teacher = _weights(tmp_path / folder, "model_final")
+    before = snapshot(str(tmp_path))
+    r = subprocess.run([sys.executable, tool, "-c", CFG, "-o", f"weights={weights}",
+                        f"pretrain_weights={weights}", f"save_dir={tmp_path}", "epoch=1",
+                        *SMALL, *(["-p", "yolo_block.0.*", "--pruned_ratios", "0.5"]
+                                  if tool == PRUNE else []),
+                        "--teacher_config", CFG, "--teacher_weights", teacher],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert_one_error_line(r.stderr, ["lie in the output folder"])
+    assert_unchanged(before, snapshot(str(tmp_path)))
+
+
 @pytest.mark.parametrize("tool, argv, words", [
     (TRAIN, ["--distill_weight", "10"], ["--distill_weight needs --distill or --teacher_config"]),
     (TRAIN, ["--teacher_config", CFG], ["--teacher_config needs --teacher_weights"]),
@@ -210,6 +231,8 @@ TRAIN, PRUNE, SLIM = "tools/train.py", "slim/prune/prune.py", "slim/prune/slim_p
     (PRUNE, ["-p", "*", "--pruned_ratios", "0.5", "--no_finetune", "--distill"],
      ["drop --no_finetune"]),
     (SLIM, ["--distill"], ["add --finetune"]),
+    (TRAIN, ["--distill", "--teacher_config", CFG, "--teacher_weights", "w"],
+     ["--distill and --teacher_config exclude each other"]),
     (SLIM, ["--finetune", "--teacher_config", "no.yml", "--teacher_weights", "w"],
      ["--teacher_config no.yml: no such file"]),
 ])

@@ -420,9 +420,15 @@ def test_ssd_int8_that_onednn_cannot_run_says_deploy_in_fp32(tmp_path, capsys, s
     ssd = os.path.join(ROOT, "configs/shapes/ssd_mobilenet_v1_shapes.yml")
     weights = str(tmp_path / "ssd" / "model")
     save_checkpoint(build_model(load_config(ssd)), weights)
+    from ppdet.slim.quant.pipeline import int8_folder_name
+    prev = tmp_path / "out" / int8_folder_name(load_config(ssd), weights)   # kept as it was
+    prev.mkdir(parents=True)
+    (prev / "model.pdmodel").write_bytes(b"previous")
+    before = snapshot(str(tmp_path / "out"))
     main = script("slim/quant/post_quant.py").main
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit) as e:      # --no_eval: refused before the folder is replaced
         main(["-c", ssd, "-o", f"weights={weights}", *SMALL, "--calib_samples", "8",
-              "--calib_batch_size", "8", "--output_dir", str(tmp_path / "out")])
+              "--calib_batch_size", "8", "--output_dir", str(tmp_path / "out"), "--no_eval"])
     line = _one_error_line(capsys, e, "cpu_quantize_squash_pass", "deploy it in FP32")
     assert "export the model again" not in line
+    assert snapshot(str(tmp_path / "out")) == before

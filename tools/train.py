@@ -28,7 +28,9 @@ def main(argv=None):
                         help="sparsity training: L1 on the BN scales of prunable layers")
     parser.add_argument("--s", type=float, default=None, help="sparsity factor (1e-4)")
     parser.add_argument("--prune", type=int, default=None, choices=[0, 1, 2],
-                        help="0: prunable layers; 1: also layers tied by shortcuts")
+                        help="BN scales --sr pushes to zero: 0: prunable layers; 1: also "
+                             "layers tied by shortcuts; 2: also layers feeding 3x3 convs "
+                             "(DarkNet, ResNet)")
     add_distill_args(parser)
     args = parser.parse_args(argv)
     from ppdet.engine.distill import check_distill_args
@@ -38,7 +40,7 @@ def main(argv=None):
     check_schedule(cfg)             # epoch >= 1, a schedule that can run: before any data
 
     from ppdet.engine.builder import build_model
-    from ppdet.engine.checkpoint import ensure_outside, resolve_weights
+    from ppdet.engine.checkpoint import resolve_weights
     from ppdet.engine.distill import distillation_hooks, spec_from_args, spec_from_checkpoint
     from ppdet.engine.trainer import Trainer, set_seed
     from ppdet.slim.slimming.sparsity import sparsity_from_config
@@ -58,11 +60,10 @@ def main(argv=None):
     # the teacher: the one a resumed run recorded, or the flags' (--distill: the model of
     # pretrain_weights); built and checked against the student before the data loads
     spec = spec_from_checkpoint(args.resume) if args.resume else \
-        spec_from_args(args, cfg.get("pretrain_weights"), what="pretrain_weights")
+        spec_from_args(args, cfg.get("pretrain_weights"), what="pretrain_weights",
+                       save_dir=save_dir or os.path.join(cfg.get("save_dir", "output"),
+                                                         cfg["filename"]))
     hooks = ([hook] if hook else []) + distillation_hooks(spec, cfg, model)
-    if spec is not None and not args.resume:
-        ensure_outside(spec.weights, save_dir or os.path.join(cfg.get("save_dir", "output"),
-                                                              cfg["filename"]))
     trainer = Trainer(cfg, model=model, hooks=hooks, save_dir=save_dir)
     if args.resume:
         trainer.resume(args.resume)

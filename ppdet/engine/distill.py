@@ -57,7 +57,8 @@ def add_distill_args(parser):
 
 def check_distill_args(args, resume=None, finetune=True, finetune_hint="add --finetune"):
     """The flags alone (no file is read but for existence): one line for a bad set."""
-    check_conflicts(args, needs=[("teacher_config", "teacher_weights"),
+    check_conflicts(args, ("distill", "teacher_config"),
+                    needs=[("teacher_config", "teacher_weights"),
                                  ("teacher_weights", "teacher_config"),
                                  ("distill_weight", ("distill", "teacher_config"))])
     check_range("--distill_weight", getattr(args, "distill_weight", None), 0, low_open=True)
@@ -76,22 +77,29 @@ def check_distill_args(args, resume=None, finetune=True, finetune_hint="add --fi
         locate(args.teacher_weights)
 
 
-def spec_from_args(args, start_weights, what="weights"):
+def spec_from_args(args, start_weights, what="weights", save_dir=None):
     """The teacher the flags ask for (None: no distillation). ``start_weights``: the model
-    the run starts from, the teacher of ``--distill`` alone (``what`` names its option)."""
+    the run starts from, the teacher of ``--distill`` alone (``what`` names its option).
+    With ``save_dir`` (the run's checkpoint folder), teacher weights inside it are refused:
+    the run's snapshots would overwrite them and a later ``-r`` would find them changed."""
+    from ppdet.engine.checkpoint import ensure_outside
     from ppdet.engine.weights import digest_path, locate
     if getattr(args, "teacher_config", None):
         path = locate(args.teacher_weights)
-        return TeacherSpec(os.path.abspath(path), os.path.abspath(args.teacher_config),
+        spec = TeacherSpec(os.path.abspath(path), os.path.abspath(args.teacher_config),
                            args.distill_weight, digest_path(path))
-    if not getattr(args, "distill", False):
+    elif not getattr(args, "distill", False):
         return None
-    if not start_weights:
+    elif not start_weights:
         raise UserError(f"--distill teaches with the model the run starts from, and there is "
                         f"none: give -o {what}=W, or a teacher with --teacher_config CFG "
                         f"--teacher_weights W")
-    path = locate(start_weights)
-    return TeacherSpec(os.path.abspath(path), None, args.distill_weight, digest_path(path))
+    else:
+        path = locate(start_weights)
+        spec = TeacherSpec(os.path.abspath(path), None, args.distill_weight, digest_path(path))
+    if save_dir is not None:
+        ensure_outside(spec.weights, save_dir)
+    return spec
 
 
 def spec_from_checkpoint(path):

@@ -198,7 +198,8 @@ def prune_and_finetune(cfg, req, log=print):
     ensure_outside(cfg.get("weights"), save_dir)
     load_weights(model, cfg.get("weights"))
     # the teacher (by default the model as loaded, unpruned), checked before the pruning
-    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights")), cfg, model)
+    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights"), save_dir=save_dir),
+                               cfg, model)
     pruner = FilterPruner(model, req.criterion, req.idx_selector)
     lat = load_latency_table(cfg, pruner.graph, req.latency_table, req.threads,
                              required=req.wants_latency, precision=req.precision)

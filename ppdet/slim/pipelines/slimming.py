@@ -76,7 +76,8 @@ def slim_and_finetune(cfg, req, log=print):
     model = build_model(cfg)
     load_weights(model, cfg.get("weights"))
     # the teacher (by default the model before slimming), checked before the slimming
-    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights")), cfg, model)
+    hooks = distillation_hooks(spec_from_args(req, cfg.get("weights"), save_dir=save_dir),
+                               cfg, model)
     layers.check_shortcuts(model, req.shortcuts)
     flops0, params0 = count_flops(model, size), count_params(model)
     threshold, kept = _prune_channels(model, req, log)

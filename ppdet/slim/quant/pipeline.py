@@ -30,7 +30,7 @@ from ppdet.engine import legacy_ir
 from ppdet.utils.cli import ArgsRequest, arg_field
 
 __all__ = ["QuantRequest", "QuantResult", "check_request", "post_quant", "calibration_feeds",
-           "run_worker", "int8_folder_name"]
+           "calibrate", "int8_folder_name"]
 
 _INPUTS = ("image", "im_shape", "scale_factor")
 
@@ -121,7 +121,7 @@ def calibration_feeds(cfg, dataset, samples):
     return {k: np.concatenate(v)[:samples] for k, v in parts.items()}
 
 
-def run_worker(fp32_dir, out_dir, calib_path, algo, batch_size, skip=()):
+def calibrate(fp32_dir, out_dir, calib_path, algo, batch_size, skip=()):
     """Calibrate ``fp32_dir`` on ``calib_path`` into ``out_dir`` in the child process
     (``legacy_ir.quantize_programs``); returns the line post_quant logs."""
     n, = legacy_ir.quantize_programs([{"fp32_dir": fp32_dir, "out_dir": out_dir,
@@ -178,7 +178,8 @@ def post_quant(req):
         calib_path = os.path.join(staging, "calib.npz")
         np.savez(calib_path, **{k: v[:n] for k, v in calib.items()})
         req.log(f"calibrating on {n} TrainDataset images (eval transforms), algo {req.algo}")
-        run_worker(fp32_dir, int8_dir, calib_path, req.algo, req.calib_batch_size, req.skip)
+        req.log(calibrate(fp32_dir, int8_dir, calib_path, req.algo, req.calib_batch_size,
+                          req.skip))
         convs, counts, shapes = _check_int8_program(fp32_dir, int8_dir, req.skip)
         with open(os.path.join(fp32_dir, "infer_cfg.yml")) as f:
             infer_cfg = yaml.safe_load(f)
@@ -188,8 +189,11 @@ def post_quant(req):
                                      "weights": os.path.abspath(req.weights)}
         with open(os.path.join(int8_dir, "infer_cfg.yml"), "w") as f:
             yaml.safe_dump(infer_cfg, f, sort_keys=False)
-        from ppdet.engine.export import check_model_dir
+        from ppdet.engine.export import Predictor, check_model_dir
         from ppdet.utils.atomic import atomic_dir
+        # the INT8 predictor must load it before it replaces anything: oneDNN's INT8
+        # passes refuse some graphs (MobileNetV1-SSD on Paddle 3.3.1), one line then
+        Predictor(int8_dir, cpu_threads=req.threads)
         with atomic_dir(target, verify=check_model_dir) as tmp:    # whole, or not at all
             for name in os.listdir(int8_dir):
                 os.replace(os.path.join(int8_dir, name), os.path.join(tmp, name))

@@ -79,10 +79,10 @@ class QuantSensitivity:
     def int8_map(self, skip=()):
         """mAP of the INT8 model with the convs in ``skip`` kept in FP32."""
         from ppdet.slim.quant.evaluation import exported_map
-        from ppdet.slim.quant.pipeline import run_worker
+        from ppdet.slim.quant.pipeline import calibrate
         out = tempfile.mkdtemp(prefix="variant_", dir=self.tmp)
         try:
-            run_worker(self.fp32_dir, out, self.calib_path, self.req.algo,
+            calibrate(self.fp32_dir, out, self.calib_path, self.req.algo,
                        self.req.calib_batch_size, tuple(skip))
             with open(os.path.join(self.fp32_dir, "infer_cfg.yml")) as f:
                 infer_cfg = yaml.safe_load(f)
