@@ -450,3 +450,33 @@ def test_a_removed_blocks_constant_trains_after_pretrain_loading_and_resume(tmp_
         assert np.array_equal(shift(again).numpy(), after)
         again.train()
     assert np.abs(shift(again).numpy() - after).max() > 0
+
+
+def test_latency_check_of_a_layer_pruned_model_measures_but_does_not_predict(monkeypatch,
+                                                                             tmp_path):
+    """The latency table times the full-depth model: for a model with removed blocks the
+    check prints the measured time and says why there is no prediction."""
+    import types
+
+    from ppdet.engine import latency as engine_latency
+    from ppdet.slim.latency import table as table_mod
+    from ppdet.slim.latency.error_bars import predicted_latency
+    from ppdet.slim.pipelines.latency import check_exported_latency
+    cfg_path = os.path.join(ROOT, "configs/shapes/yolov3_darknet_shapes.yml")
+    model = random_bn_model(cfg_path, 0, slimming_bn)
+    path, block, _ = slimming.residual_blocks(model)[-2]
+    block.add_bn.weight.set_value(np.zeros(block.add_bn.weight.shape, "float32"))
+    slimming.prune_layers(model, 1)
+
+    def no_prediction(kept):
+        raise AssertionError("the full-depth table predicted a layer-pruned model")
+    table = types.SimpleNamespace(precision="fp32", path="t.json", predict=no_prediction,
+                                  key={"input_size": [160, 160], "threads": 1})
+    monkeypatch.setattr(table_mod, "load_latency_table", lambda *a, **k: table)
+    monkeypatch.setattr(engine_latency, "measure_latency", lambda *a, **k: 4.0)
+    cfg = load_config(cfg_path)
+    assert predicted_latency(cfg, model) == (None, table)
+    lines = []
+    assert check_exported_latency(cfg, model, str(tmp_path), log=lines.append) == 4.0
+    assert len(lines) == 1 and "measured 4.00 ms" in lines[0]
+    assert "cannot predict" in lines[0] and path in lines[0]

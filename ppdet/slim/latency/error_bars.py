@@ -127,14 +127,16 @@ def predict_plan(table, kept):
 def predicted_latency(cfg, model, threads=1, precision="fp32"):
     """``(Predicted, table)`` of ``model`` (pruned or not) from the config's latency table
     of ``precision``, or ``(None, None)`` without one: kept counts are read off the model's
-    master convs, on the graph of the unpruned model."""
+    master convs, on the graph of the unpruned model. A model with removed residual blocks
+    gets ``(None, table)``: the table times the full-depth model's convs, so it would count
+    the removed blocks' time."""
     from ppdet.engine.builder import build_model
     from ppdet.slim.latency.table import load_latency_table
     from ppdet.slim.prune.graph import PruneGraph
     graph = PruneGraph.of(build_model(cfg))
     table = load_latency_table(cfg, graph, threads=threads, precision=precision)
-    if table is None:
-        return None, None
+    if table is None or getattr(model, "removed_layers", None):
+        return None, table
     layers = dict(model.named_sublayers())
     kept = {g.key: int(layers[g.key].weight.shape[0]) for g in graph.prunable
             if g.key in layers and g.key in table.sizes}

@@ -44,13 +44,19 @@ def check_exported_latency(cfg, model, model_dir, threads=1, precision="fp32", l
         model = build_model(cfg)
         load_weights(model, cfg.get("weights"))
     predicted, table = predicted_latency(cfg, model, threads, precision)
-    if predicted is None:
+    if table is None:
         return None
     from ppdet.engine.latency import measure_latency
     from ppdet.slim.latency.error_bars import measured_line
     from ppdet.slim.latency.timing import STAT
     ms = measure_latency(model_dir, table.key["input_size"], threads=table.key["threads"],
                          stat=STAT)
+    if predicted is None:
+        log(f"{table.precision.upper()} latency: measured {ms:.2f} ms; {table.path} cannot "
+            f"predict it: {len(model.removed_layers)} residual block(s) of this model are "
+            f"removed (e.g. {model.removed_layers[0]}), and the table times the full-depth "
+            f"model")
+        return ms
     log(measured_line(predicted, ms, table))
     fp32 = _fp32_convs(model_dir)
     if table.precision == "int8" and fp32:
