@@ -127,6 +127,62 @@ def test_flops_target_prune_checkpoint_and_export(cfg, tmp_path):
         assert np.abs(g - w).max() < 1e-3 * (1 + np.abs(w).max())
 
 
+@pytest.mark.parametrize("cfg, groups", [
+    (DARK, ("backbone.blocks.6.conv", "backbone.blocks.7.conv1.conv")),
+    (R18, ("backbone.blocks.4.short.conv", "backbone.blocks.4.branch2a.conv"))],
+    ids=["darknet", "resnet18"])
+def test_latency_table_times_a_shortcut_group_whole_and_prunes_it_to_a_target(cfg, groups,
+                                                                              tmp_path):
+    """The latency table times a shortcut group at each count on every conv it reshapes
+    (the producers feeding the add and every consumer); a latency target prunes it as one
+    group; the pruned model computes what the masked one does. (No timing is checked.)"""
+    from helpers import head_outputs
+
+    from ppdet.slim import latency as L
+    from ppdet.slim.latency import search as latency_search
+    from ppdet.slim.prune.graph import PruneGraph
+    from ppdet.slim.prune.masks import masked, masks
+    from ppdet.slim.prune.plan import apply_plan, make_plan
+    config = load_config(cfg)
+    model = build_model(config)
+    model.eval()
+    graph = PruneGraph.of(model)
+    table = L.build_table(graph, config, str(tmp_path / "t.json"), [64, 64], step=16,
+                          groups=groups, repeats=3, progress=False, log=lambda *a: None,
+                          quiet=False, passes=1)
+    assert table.complete
+    short, inner = (graph.group(k) for k in groups)
+
+    def convs(group):
+        return {m.layer for m in group.members if m.attr == "weight" and
+                len(dict(model.named_sublayers())[m.layer].weight.shape) == 4}
+    assert len({m.layer for m in short.members if m.axis == 0} & convs(short)) >= 2  # the add
+    for group in (short, inner):
+        for count, entry in table.entries[group.key].items():
+            assert set(entry) == convs(group), (group.key, count)
+    full = table.predict({})
+    target = full - 0.5 * (full - latency_search.steady(table).predict(
+        {short.key: 16, inner.key: 16}))
+    _, ratios, ms = latency_search.uniform_ratio_for_latency(
+        table, graph, [short.name, inner.name], target, align=16)
+    assert ms <= target and short.name in ratios
+    plan = make_plan(graph, ratios)
+    x = paddle.to_tensor(np.random.RandomState(0).uniform(-1, 1, (1, 3, 64, 64)), "float32")
+    with masked(graph, masks(graph, plan)):
+        want = head_outputs(model, x)
+    layers = dict(model.named_sublayers())
+    before = {m.layer: layers[m.layer].weight.shape[m.axis] for m in short.members
+              if m.layer in convs(short)}
+    apply_plan(graph, plan)
+    cut = short.size - round(short.size * (1 - ratios[short.name]))
+    assert cut > 0
+    for layer, n in before.items():             # every conv of the add loses the same count
+        assert layers[layer].weight.shape[[m.axis for m in short.members
+                                           if m.layer == layer][0]] == n - cut, layer
+    for g, w in zip(head_outputs(model, x), want):
+        assert np.abs(g - w).max() <= 1e-4 * (1 + np.abs(w).max())
+
+
 @pytest.mark.parametrize("teacher_cfg", [DARK, R18], ids=["darknet", "resnet18"])
 def test_a_darknet_or_resnet_teaches_a_mobilenet_student(teacher_cfg, tmp_path, shapes_root):
     """tools/train.py with ``--teacher_config`` of the other backbone: the pair check
