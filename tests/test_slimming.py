@@ -474,7 +474,9 @@ def test_latency_check_of_a_layer_pruned_model_measures_but_does_not_predict(mon
                                   key={"input_size": [160, 160], "threads": 1})
     monkeypatch.setattr(table_mod, "load_latency_table", lambda *a, **k: table)
     monkeypatch.setattr(engine_latency, "measure_latency", lambda *a, **k: 4.0)
-    cfg = load_config(cfg_path)
+    cfg = load_config(cfg_path, [f"weights={tmp_path / 'w' / 'model'}"])
+    (tmp_path / "w").mkdir()                           # the file the check looks for first
+    (tmp_path / "w" / "latency_cpu-onednn_t1_160x160.json").write_text("{}")
     assert predicted_latency(cfg, model) == (None, table)
     lines = []
     assert check_exported_latency(cfg, model, str(tmp_path), log=lines.append) == 4.0

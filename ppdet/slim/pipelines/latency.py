@@ -37,7 +37,11 @@ def check_exported_latency(cfg, model, model_dir, threads=1, precision="fp32", l
     ``model_dir`` and print it beside the table's prediction for ``model`` (the check that
     the table still tells the truth). ``model`` None: the config's weights, built here.
     Returns the measured ms, or None without a table."""
+    from ppdet.engine.builder import image_size_for
     from ppdet.slim.latency.error_bars import predicted_latency
+    if not os.path.isfile(table_path(cfg.get("weights"), image_size_for(cfg, "test"), threads,
+                                     precision=precision)):
+        return None                         # the common case: no table, nothing to load
     if model is None:
         from ppdet.engine.builder import build_model
         from ppdet.engine.checkpoint import load_weights
