@@ -25,7 +25,7 @@ from ppdet.modeling import surgery
 from ppdet.utils.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "resolve_weights", "save_checkpoint", "load_weights",
-           "apply_channel_plan", "channel_plan", "load_resume", "load_optimizer_state",
+           "apply_channel_plan", "channel_plan", "load_optimizer_state",
            "check_same_config", "is_reshaped", "ensure_outside", "convert_weights",
            "prune_plan_of", "META_KEY"]
 
@@ -209,12 +209,6 @@ def load_weights(model, weights, strict=True):
                     f"{list(value.shape)}{pruned}")
     model.set_state_dict({k: v for k, v in state.items() if k in own})
     return meta
-
-
-def load_resume(model, optimizer, checkpoint):
-    """Restore model, optimizer and LR schedule from ``-r``; returns the next epoch."""
-    meta = load_weights(model, checkpoint)
-    return load_optimizer_state(optimizer, checkpoint, meta)
 
 
 def load_optimizer_state(optimizer, checkpoint, meta=None):
